@@ -25,6 +25,7 @@ def extension(name, sources):
 extensions = [
     extension("tesenv._store", ["tesenv/_store.pyx", "csrc/store.c"]),
     extension("tesenv._spline", ["tesenv/_spline.pyx", "csrc/spline.c"]),
+    extension("tesenv._telemetry", ["tesenv/_telemetry.pyx"]),
 ]
 
 setup(
