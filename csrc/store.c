@@ -87,7 +87,8 @@ typedef struct tes__header {
     uint64_t rover;           /* next-fit position, relative to the heap */
     uint64_t publish_count;
     uint64_t reclaim_count;
-    uint8_t pad1[40];
+    uint64_t repair_count;    /* writers found dead holding the mutex */
+    uint8_t pad1[32];
 
     /* offset 256: read by everyone, on its own cache line */
     _Atomic uint64_t generation;
@@ -1142,6 +1143,7 @@ static void tes__repair_locked(tes_store *s)
     atomic_store_explicit(&s->header->generation, generation,
                           memory_order_release);
     s->header->rover = 0;
+    s->header->repair_count++;
 }
 
 static int tes__lock(tes_store *s, tes_error *err)
@@ -1635,6 +1637,7 @@ int tes_store_stats(tes_store *s, tes_stats *out, tes_error *err)
     tes__heap_usage(s, out);
     out->publish_count = h->publish_count;
     out->reclaim_count = h->reclaim_count;
+    out->repair_count = h->repair_count;
     tes__unlock(s);
 
     out->size_bytes = h->size_bytes;

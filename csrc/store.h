@@ -133,6 +133,7 @@ typedef struct tes_stats {
     uint64_t generation;
     uint64_t publish_count;
     uint64_t reclaim_count;
+    uint64_t repair_count;    /* times a dead writer's work was repaired */
     uint32_t key_count;       /* keys with a value */
     uint32_t max_keys;
     uint32_t reader_count;    /* reader slots held by live processes */

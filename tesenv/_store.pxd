@@ -65,6 +65,7 @@ cdef extern from "store.h" nogil:
         uint64_t generation
         uint64_t publish_count
         uint64_t reclaim_count
+        uint64_t repair_count
         uint32_t key_count
         uint32_t max_keys
         uint32_t reader_count
