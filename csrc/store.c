@@ -166,6 +166,12 @@ struct tes_store {
     uint8_t *heap;
     int32_t reader_pid;         /* process that owns reader_index */
     uint32_t reader_index;      /* UINT32_MAX: none */
+
+    /* Copies of the header's geometry, validated at attach: every bound
+     * is checked against these, never against bytes others can rewrite. */
+    uint64_t heap_bytes;
+    uint32_t slot_count;
+    uint32_t reader_count;
     uint32_t read_depth;        /* nested reads keep the outer announcement */
 };
 
@@ -369,7 +375,7 @@ static int tes__ensure_reader(tes_store *s, tes_error *err)
 
     uint64_t my_start = tes__process_start(me);
     for (int pass = 0; pass < 2; pass++) {
-        for (uint32_t i = 0; i < s->header->reader_count; i++) {
+        for (uint32_t i = 0; i < s->reader_count; i++) {
             tes__reader *r = &s->readers[i];
             int32_t owner = atomic_load_explicit(&r->pid,
                                                  memory_order_relaxed);
@@ -413,7 +419,7 @@ static int tes__ensure_reader(tes_store *s, tes_error *err)
     return tes__fail(err, TES_EREADERS, 0,
                      "all %u reader slots of the store are held by live "
                      "processes; create the store with more readers",
-                     s->header->reader_count);
+                     s->reader_count);
 }
 
 static void tes__release_reader(tes_store *s)
@@ -501,6 +507,9 @@ static void tes__bind(tes_store *s, uint8_t *base, uint64_t size_bytes)
     s->readers = (tes__reader *)(base + s->header->readers_offset);
     s->slots = (tes__slot *)(base + s->header->slots_offset);
     s->heap = base + s->header->heap_offset;
+    s->heap_bytes = s->header->heap_bytes;
+    s->slot_count = s->header->slot_count;
+    s->reader_count = s->header->reader_count;
     s->reader_index = UINT32_MAX;
     s->reader_pid = 0;
 }
@@ -842,7 +851,7 @@ static int64_t tes__probe(const tes_store *s, uint32_t want_state,
                           const char *key, size_t key_bytes)
 {
     uint64_t hash = tes__key_hash(key, key_bytes);
-    uint32_t mask = s->header->slot_count - 1;
+    uint32_t mask = s->slot_count - 1;
 
     for (uint32_t i = 0; i <= mask; i++) {
         uint32_t idx = (uint32_t)(hash + i) & mask;
@@ -893,11 +902,11 @@ static int tes__claim_slot(tes_store *s, uint32_t state, const char *key,
 
     /* Keep a quarter of the table empty so probes end quickly. */
     uint32_t used = 0;
-    for (uint32_t i = 0; i < s->header->slot_count; i++)
+    for (uint32_t i = 0; i < s->slot_count; i++)
         used += atomic_load_explicit(&s->slots[i].state,
                                      memory_order_relaxed) != 0;
     if (idx == INT64_MIN || (uint64_t)(used + 1) * 4 >
-                                (uint64_t)s->header->slot_count * 3)
+                                (uint64_t)s->slot_count * 3)
         return tes__fail(err, TES_EKEYS, 0,
                          "the store's key table is full (%u keys, deleted "
                          "ones included); create a store with a larger "
@@ -925,7 +934,7 @@ static int tes__claim_slot(tes_store *s, uint32_t state, const char *key,
 
 static int tes__block_ok(const tes_store *s, uint64_t off)
 {
-    uint64_t heap = s->header->heap_bytes;
+    uint64_t heap = s->heap_bytes;
     if (off % TES_RECORD_ALIGN_BYTES || off >= heap)
         return 0;
     uint64_t size = tes__block_size(tes__block_at(s, off));
@@ -939,7 +948,7 @@ static void tes__coalesce(tes_store *s, uint64_t off)
     tes__block *b = tes__block_at(s, off);
     uint64_t size = tes__block_size(b);
 
-    while (off + size < s->header->heap_bytes && tes__block_ok(s, off + size)) {
+    while (off + size < s->heap_bytes && tes__block_ok(s, off + size)) {
         tes__block *next = tes__block_at(s, off + size);
         if (tes__block_state(next) != TES__BLOCK_FREE)
             break;
@@ -952,7 +961,7 @@ static void tes__coalesce(tes_store *s, uint64_t off)
  * WRITING and returns its offset, or UINT64_MAX.  Mutex held. */
 static uint64_t tes__alloc(tes_store *s, uint64_t need)
 {
-    uint64_t heap = s->header->heap_bytes;
+    uint64_t heap = s->heap_bytes;
     uint64_t start = s->header->rover < heap ? s->header->rover : 0;
     uint64_t off = start;
     int wrapped = 0;
@@ -976,7 +985,7 @@ static uint64_t tes__alloc(tes_store *s, uint64_t need)
         if (tes__block_state(b) == TES__BLOCK_FREE) {
             tes__coalesce(s, off);
             uint64_t size = tes__block_size(b);
-            if (size >= need) {
+            if (size >= need && need <= heap - off) {
                 /* Split: the remainder's header is written before the
                  * size shrinks, so either size describes a valid walk. */
                 if (size - need >= TES__MIN_SPLIT_BYTES) {
@@ -1024,7 +1033,7 @@ static uint64_t tes__reclaim_locked(tes_store *s)
      * either shows us its announcement or sees the newest block. */
     atomic_thread_fence(memory_order_seq_cst);
 
-    for (uint32_t i = 0; i < s->header->reader_count; i++) {
+    for (uint32_t i = 0; i < s->reader_count; i++) {
         tes__reader *r = &s->readers[i];
         int32_t pid = atomic_load_explicit(&r->pid, memory_order_acquire);
         if (pid == 0)
@@ -1062,7 +1071,7 @@ static uint64_t tes__reclaim_locked(tes_store *s)
 
     qsort(pinned, pinned_count, sizeof *pinned, tes__compare_u64);
 
-    uint64_t off = 0, heap = s->header->heap_bytes;
+    uint64_t off = 0, heap = s->heap_bytes;
     while (off < heap && tes__block_ok(s, off)) {
         tes__block *b = tes__block_at(s, off);
         uint64_t size = tes__block_size(b);
@@ -1092,11 +1101,11 @@ static void tes__repair_locked(tes_store *s)
 {
     uint64_t generation = atomic_load_explicit(&s->header->generation,
                                                memory_order_relaxed);
-    uint64_t heap = s->header->heap_bytes;
+    uint64_t heap = s->heap_bytes;
     uint64_t off = 0;
 
     /* 1. The newest version any slot or block shows is the generation. */
-    for (uint32_t i = 0; i < s->header->slot_count; i++) {
+    for (uint32_t i = 0; i < s->slot_count; i++) {
         uint64_t v = atomic_load_explicit(&s->slots[i].version,
                                           memory_order_relaxed);
         if (v > generation)
@@ -1112,7 +1121,7 @@ static void tes__repair_locked(tes_store *s)
             atomic_store_explicit(&b->state, TES__BLOCK_FREE,
                                   memory_order_relaxed);
         } else if (state == TES__BLOCK_LIVE) {
-            int owned = b->slot < s->header->slot_count &&
+            int owned = b->slot < s->slot_count &&
                         atomic_load_explicit(&s->slots[b->slot].block,
                                              memory_order_relaxed) == off + 1;
             if (!owned) {
@@ -1169,7 +1178,7 @@ static void tes__unlock(tes_store *s)
 /* Fills *out with what the heap holds; mutex held. */
 static void tes__heap_usage(const tes_store *s, tes_stats *out)
 {
-    uint64_t off = 0, heap = s->header->heap_bytes, free_run = 0;
+    uint64_t off = 0, heap = s->heap_bytes, free_run = 0;
     while (off < heap && tes__block_ok(s, off)) {
         tes__block *b = tes__block_at(s, off);
         uint64_t size = tes__block_size(b);
@@ -1215,7 +1224,7 @@ static uint64_t tes__alloc_or_reclaim(tes_store *s, uint64_t need,
                   "%llu held by readers of older ones, %llu free (largest "
                   "free run %llu); create a larger store",
                   (unsigned long long)need,
-                  (unsigned long long)s->header->heap_bytes,
+                  (unsigned long long)s->heap_bytes,
                   (unsigned long long)usage.live_bytes,
                   (unsigned long long)usage.retired_bytes,
                   (unsigned long long)usage.free_bytes,
@@ -1278,12 +1287,12 @@ int tes_store_publish(tes_store *s, const char *key, size_t key_bytes,
         return rc;
     uint64_t need = TES__BLOCK_HEADER_BYTES + tes__key_area_bytes(key_bytes)
                     + tes__round_up(payload_bytes, TES_RECORD_ALIGN_BYTES);
-    if (payload_bytes > s->header->heap_bytes || need > s->header->heap_bytes)
+    if (payload_bytes > s->heap_bytes || need > s->heap_bytes)
         return tes__fail(err, TES_EFULL, 0,
                          "a value of %zu bytes cannot fit a store whose "
                          "heap is %llu bytes; create a larger store",
                          payload_bytes,
-                         (unsigned long long)s->header->heap_bytes);
+                         (unsigned long long)s->heap_bytes);
 
     if ((rc = tes__lock(s, err)) != TES_OK)
         return rc;
@@ -1380,7 +1389,7 @@ int tes_store_region(tes_store *s, const char *name, size_t name_bytes,
 
     uint64_t need = data_at + tes__round_up(region_bytes,
                                             TES_RECORD_ALIGN_BYTES);
-    uint64_t off = need <= s->header->heap_bytes
+    uint64_t off = need <= s->heap_bytes
                        ? tes__alloc_or_reclaim(s, need, err)
                        : UINT64_MAX;
     if (off == UINT64_MAX) {
@@ -1420,7 +1429,7 @@ int tes_store_read_begin(tes_store *s, uint32_t slot_index, tes_record *out,
     int rc;
 
     memset(out, 0, sizeof *out);
-    if (slot_index >= h->slot_count) {
+    if (slot_index >= s->slot_count) {
         s->read_depth++; /* read_end still follows */
         return tes__fail(err, TES_EINVAL, 0, "slot %u out of range",
                          slot_index);
@@ -1458,13 +1467,16 @@ int tes_store_read_begin(tes_store *s, uint32_t slot_index, tes_record *out,
      * once into a local, so a concurrent scribbler cannot change it
      * between the check and the use. */
     uint64_t off = ref - 1;
-    if (!tes__block_ok(s, off))
+    if (off % TES_RECORD_ALIGN_BYTES || off >= s->heap_bytes)
         return tes__fail(err, TES_ECORRUPT, 0,
                          "key slot %u points outside the heap", slot_index);
     tes__block *b = tes__block_at(s, off);
     uint32_t state = tes__block_state(b);
     uint64_t size = tes__block_size(b);
     uint32_t key_bytes = b->key_bytes;
+    if (size < TES__BLOCK_HEADER_BYTES || size > s->heap_bytes - off)
+        return tes__fail(err, TES_ECORRUPT, 0,
+                         "record of key slot %u has a bad size", slot_index);
     uint64_t payload_bytes = b->payload_bytes;
     uint64_t block_version = b->version;
     uint64_t checksum = b->checksum;
@@ -1603,13 +1615,13 @@ int tes_store_wait(tes_store *s, uint32_t slot_index, uint64_t after,
 
 uint32_t tes_store_slot_count(const tes_store *s)
 {
-    return s->header->slot_count;
+    return s->slot_count;
 }
 
 int tes_store_slot_key(const tes_store *s, uint32_t i, char *key_out,
                        size_t *key_bytes, uint64_t *version)
 {
-    if (i >= s->header->slot_count)
+    if (i >= s->slot_count)
         return 0;
     tes__slot *slot = &s->slots[i];
     if (atomic_load_explicit(&slot->state, memory_order_acquire) !=
@@ -1641,19 +1653,19 @@ int tes_store_stats(tes_store *s, tes_stats *out, tes_error *err)
     tes__unlock(s);
 
     out->size_bytes = h->size_bytes;
-    out->heap_bytes = h->heap_bytes;
+    out->heap_bytes = s->heap_bytes;
     out->generation = atomic_load_explicit(&h->generation,
                                            memory_order_acquire);
-    out->max_keys = h->slot_count * 3 / 4;
-    out->max_readers = h->reader_count;
+    out->max_keys = s->slot_count * 3 / 4;
+    out->max_readers = s->reader_count;
     out->creator_pid = h->creator_pid;
     out->flags = h->flags;
-    for (uint32_t i = 0; i < h->slot_count; i++)
+    for (uint32_t i = 0; i < s->slot_count; i++)
         out->key_count +=
             atomic_load_explicit(&s->slots[i].state, memory_order_relaxed) ==
                 TES__SLOT_KEY &&
             atomic_load_explicit(&s->slots[i].block, memory_order_relaxed);
-    for (uint32_t i = 0; i < h->reader_count; i++) {
+    for (uint32_t i = 0; i < s->reader_count; i++) {
         tes__reader *r = &s->readers[i];
         int32_t pid = atomic_load_explicit(&r->pid, memory_order_relaxed);
         if (pid && tes__process_alive(pid, atomic_load_explicit(
