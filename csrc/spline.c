@@ -11,6 +11,17 @@
 #include <string.h>
 
 /*
+ * No fused multiply-add contraction: the scalar, block and multi-curve
+ * paths, and copies built for different instruction sets, must round
+ * alike so that one query gives the same bits whichever path serves it.
+ */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+/*
  * Akima's slope weights are treated as "all zero" below this fraction of
  * the largest weight of the curve, as SciPy does; the fill value (the
  * average of the outer slopes) is used there instead.
@@ -168,15 +179,17 @@ hermite_rows(const double *x, const double *y, const double *s, int64_t n,
     int64_t i;
 
     for (i = 0; i < n - 1; i++) {
-        double h = x[i + 1] - x[i];
-        double m = (y[i + 1] - y[i]) / h;
-        double t = (s[i] + s[i + 1] - 2.0 * m) / h;
+        /* One division per piece: fitting a million points is bound by
+         * divider throughput otherwise. */
+        double inv_h = 1.0 / (x[i + 1] - x[i]);
+        double m = (y[i + 1] - y[i]) * inv_h;
+        double t = (s[i] + s[i + 1] - 2.0 * m) * inv_h;
         double *row = c + 4 * i;
 
         row[0] = y[i];
         row[1] = s[i];
-        row[2] = (m - s[i]) / h - t;
-        row[3] = t / h;
+        row[2] = (m - s[i]) * inv_h - t;
+        row[3] = t * inv_h;
     }
     finish_last_row(x, y, n, 4, c);
 }
@@ -184,7 +197,7 @@ hermite_rows(const double *x, const double *y, const double *s, int64_t n,
 /*
  * Factors a tridiagonal matrix in place without pivoting: sub[i] (row i,
  * column i-1; sub[0] unused) becomes the elimination multiplier, diag the
- * pivots. Returns TES_SPLINE_OK, or TES_SPLINE_ESINGULAR on a zero pivot.
+ * reciprocals of the pivots. Returns TES_SPLINE_OK, or TES_SPLINE_ESINGULAR on a zero pivot.
  * The matrices built here are diagonally dominant or close to it, which is
  * what makes elimination without pivoting safe.
  */
@@ -195,11 +208,13 @@ tridiag_factor(int64_t n, double *sub, double *diag, const double *sup)
 
     if (diag[0] == 0.0)
         return TES_SPLINE_ESINGULAR;
+    diag[0] = 1.0 / diag[0];
     for (i = 1; i < n; i++) {
-        sub[i] /= diag[i - 1];
+        sub[i] *= diag[i - 1];
         diag[i] -= sub[i] * sup[i - 1];
         if (diag[i] == 0.0)
             return TES_SPLINE_ESINGULAR;
+        diag[i] = 1.0 / diag[i];
     }
     return TES_SPLINE_OK;
 }
@@ -213,9 +228,9 @@ tridiag_solve(int64_t n, const double *sub, const double *diag,
 
     for (i = 1; i < n; i++)
         rhs[i] -= sub[i] * rhs[i - 1];
-    rhs[n - 1] /= diag[n - 1];
+    rhs[n - 1] *= diag[n - 1];
     for (i = n - 2; i >= 0; i--)
-        rhs[i] = (rhs[i] - sup[i] * rhs[i + 1]) / diag[i];
+        rhs[i] = (rhs[i] - sup[i] * rhs[i + 1]) * diag[i];
 }
 
 /* ------------------------------------------------------------------ */

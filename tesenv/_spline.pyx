@@ -54,6 +54,7 @@ cdef struct FitJob:
     int64_t y_stride
     bint drop
     bint shared
+    bint direct               # one curve, no copy: xs, ys, ds unused
     double *xs                # scratch, n values each
     double *ys
     double *ds
@@ -75,12 +76,23 @@ cdef int fit_curves(FitJob *job) noexcept nogil:
     cdef int64_t j, i, kept, rc
     cdef double v, d
     cdef double *x_dst
+    cdef const double *yk
     cdef bint ok
 
     for j in range(job.ncurves):
         # 1. Gather the curve's points, dropping or refusing non-finite y.
+        #    A single curve that must be all finite is used in place.
         kept = 0
-        for i in range(job.n):
+        if job.direct:
+            for i in range(job.n):
+                if not (isfinite(job.y[i]) and (job.dydx == NULL or
+                                                isfinite(job.dydx[i]))):
+                    job.err = FIT_NONFINITE_Y
+                    job.bad_curve = j
+                    job.bad_index = i
+                    return job.err
+            kept = job.n
+        for i in range(0 if job.direct else job.n):
             v = job.y[i * job.y_stride + j]
             d = 0.0
             if job.dydx != NULL:
@@ -104,9 +116,10 @@ cdef int fit_curves(FitJob *job) noexcept nogil:
             job.bad_curve = j
             job.bad_index = kept
             return job.err
+        yk = job.y if job.direct else job.ys
         if job.opts.kind == TES_SPLINE_PERIODIC:
-            if fabs(job.ys[0] - job.ys[kept - 1]) > PERIODIC_END_TOL * (
-                    1.0 + fabs(job.ys[kept - 1])):
+            if fabs(yk[0] - yk[kept - 1]) > PERIODIC_END_TOL * (
+                    1.0 + fabs(yk[kept - 1])):
                 job.err = FIT_PERIODIC_ENDS
                 job.bad_curve = j
                 return job.err
@@ -116,11 +129,14 @@ cdef int fit_curves(FitJob *job) noexcept nogil:
             job.opts.slope_left = job.bc_left[j]
             job.opts.slope_right = job.bc_right[j]
         job.opts.dydx = job.ds
+        if job.direct:
+            job.opts.dydx = job.dydx
         if job.shared:
             x_dst = job.x_out if j == 0 else job.x_spare
         else:
             x_dst = job.x_out + j * job.nmax
-        rc = tes_spline_fit(&job.opts, job.xs, job.ys, kept, x_dst,
+        rc = tes_spline_fit(&job.opts, job.x if job.direct else job.xs,
+                            yk, kept, x_dst,
                             job.c_out + j * job.nmax * job.order,
                             &job.count[j])
         if rc != TES_SPLINE_OK:
@@ -140,7 +156,9 @@ def _float_array(name, value):
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers; got dtype "
                         f"{arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    # asarray with order="C" keeps 0-d arrays 0-d (ascontiguousarray would
+    # make them 1-d) and copies only when needed.
+    return np.asarray(arr, dtype=np.float64, order="C")
 
 
 def _mode_index(value, choices, what):
@@ -289,10 +307,11 @@ cdef class Spline:
                 finite = finite and bool(np.isfinite(da).all())
         shared = not drop or finite
         nmax = tes_spline_fit_rows(kind_id, degree, n)
+        direct = ncurves == 1 and not drop
         x_arr = np.zeros((1 if shared else ncurves, nmax))
-        c_arr = np.zeros((ncurves, nmax, order))
+        c_arr = np.empty((ncurves, nmax, order))
         count_arr = np.zeros(ncurves, dtype=np.int64)
-        scratch = np.empty((4, max(n, nmax)))
+        scratch = np.empty((1 if direct else 4, max(n, nmax)))
 
         cdef const double[::1] yv = ya.reshape(-1)
         cdef const double[::1] dv
@@ -326,10 +345,12 @@ cdef class Spline:
         job.y_stride = ncurves
         job.drop = drop
         job.shared = shared
-        job.xs = &sv[0, 0]
-        job.ys = &sv[1, 0]
-        job.ds = &sv[2, 0]
-        job.x_spare = &sv[3, 0]
+        job.direct = direct
+        job.xs = job.ys = job.ds = job.x_spare = &sv[0, 0]
+        if not direct:
+            job.ys = &sv[1, 0]
+            job.ds = &sv[2, 0]
+            job.x_spare = &sv[3, 0]
         job.x_out = &xo[0, 0]
         job.c_out = &co[0, 0, 0]
         job.count = &cnt[0]
@@ -343,6 +364,12 @@ cdef class Spline:
             rc = fit_curves(&job)
         if rc != 0:
             raise_fit_error(&job, kind, xa, two_d)
+
+        # 6. Zero the padding so that equal curves are equal bytes.
+        for j, used in enumerate(count_arr):
+            c_arr[j, used:] = 0.0
+            if not shared:
+                x_arr[j, used:] = 0.0
 
         self._adopt(kind_id, ext_id, degree, two_d, None
                     if kind_id != TES_SPLINE_CATMULL_ROM else tension,
