@@ -465,6 +465,17 @@ int tes_store_check_name(const char *name, tes_error *err)
     return TES_OK;
 }
 
+/* Sizes a new segment and allocates its pages.  Returns 0 or an errno. */
+static int tes__reserve(int fd, uint64_t size_bytes)
+{
+#ifdef __linux__
+    return posix_fallocate(fd, 0, (off_t)size_bytes);
+#else
+    /* macOS has no fallocate for shared memory: size it and hope. */
+    return ftruncate(fd, (off_t)size_bytes) == 0 ? 0 : errno;
+#endif
+}
+
 static void tes__shm_path(const char *name, char *out, size_t n)
 {
     snprintf(out, n, "/%s", name);
@@ -573,7 +584,7 @@ int tes_store_create(const char *name, const tes_create_options *o,
     /* Allocate every page now: a tmpfs that runs out later would kill
      * readers with SIGBUS instead of failing here. */
     if (fchmod(fd, o->mode & 0777) != 0 ||
-        (rc = posix_fallocate(fd, 0, (off_t)o->size_bytes)) != 0) {
+        (rc = tes__reserve(fd, o->size_bytes)) != 0) {
         int e = rc ? rc : errno;
         struct statvfs vfs;
         unsigned long long free_bytes = 0;
