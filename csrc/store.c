@@ -471,7 +471,8 @@ static int tes__reserve(int fd, uint64_t size_bytes)
 #ifdef __linux__
     return posix_fallocate(fd, 0, (off_t)size_bytes);
 #else
-    /* macOS has no fallocate for shared memory: size it and hope. */
+    /* TODO(macos): shared memory there cannot be fallocated; pages come on
+     * first touch, so a full system faults later instead of failing here. */
     return ftruncate(fd, (off_t)size_bytes) == 0 ? 0 : errno;
 #endif
 }
