@@ -1,0 +1,7 @@
+"""``python -m tesenv``: the tesenv command."""
+
+import sys
+
+from tesenv.cli import main
+
+sys.exit(main())
