@@ -27,12 +27,8 @@ from tesenv._store import (  # noqa: E402
     set_environment_data,
     use_store,
 )
+from tesenv._spline import Spline  # noqa: E402
 from tesenv.frozen import FrozenDict, FrozenList  # noqa: E402
-
-try:
-    from tesenv._spline import Spline  # noqa: E402
-except ImportError:  # pragma: no cover - only while building from source
-    pass
 
 __version__ = "0.1.0"
 
