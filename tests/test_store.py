@@ -485,3 +485,20 @@ def test_orphans_are_listed_but_live_stores_are_kept(store, raw_segment):
     assert orphan in removed and store.name not in removed
     assert not os.path.exists(os.path.join(SHM, orphan))
     assert os.path.exists(os.path.join(SHM, store.name))
+
+
+# ---------------------------------------------------------------- splines
+
+def test_spline_comes_back_ready_and_zero_copy(store):
+    x = np.array([0.25, 0.5, 1, 2, 5, 10, 30.0])
+    y = np.column_stack([np.log1p(x), np.sqrt(x)])
+    fitted = tesenv.Spline(x, y, kind="pchip")
+    store.set("tes-spline-config",
+              {"jobs": 8, "curveType": "pchip", "curve": fitted})
+    got = store["tes-spline-config"]["curve"]
+    assert isinstance(got, tesenv.Spline) and got.kind == "pchip"
+    q = np.linspace(0, 31, 101)
+    np.testing.assert_array_equal(got(q), fitted(q))
+    np.testing.assert_array_equal(got(q, nu=1), fitted(q, nu=1))
+    assert np.shares_memory(got.c, store._segment_array())
+    assert not got.c.flags.writeable
