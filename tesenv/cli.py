@@ -58,7 +58,9 @@ def _parser():
     info.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("workers", help="print the worker registry as JSON")
-    sub.add_parser("gc", help="remove segments whose creator is dead")
+    gc = sub.add_parser("gc", help="remove segments whose creator is dead")
+    gc.add_argument("--prefix", default="",
+                    help="only segments whose name starts with PREFIX")
 
     serve = sub.add_parser("serve", help="serve /workers, /config, /metrics "
                                          "and /healthz over HTTP")
@@ -193,7 +195,19 @@ def _cmd_workers(store, args):
 
 def _cmd_gc(args):
     import tesenv
-    removed = tesenv.remove_orphaned_stores()
+    if not args.prefix:
+        removed = tesenv.remove_orphaned_stores()
+    else:
+        removed = []
+        for entry in tesenv.list_stores():
+            if entry["name"].startswith(args.prefix) and \
+                    not entry["creator_alive"]:
+                try:
+                    with tesenv.Store.attach(entry["name"]) as orphan:
+                        orphan.unlink()
+                except tesenv.StoreNotFoundError:
+                    continue  # removed meanwhile
+                removed.append(entry["name"])
     for name in removed:
         print(f"removed {name}")
     print(f"{len(removed)} orphaned segment(s) removed")

@@ -330,7 +330,8 @@ class WorkerManager:
 
     def start(self, timeout=30.0):
         """Publishes every worker's configuration, then starts the workers
-        from the monitor thread.  Returns self once all are started.
+        from the monitor thread.  Returns self once every worker has
+        registered (or already ended).
 
         Raises RuntimeError if already started or if starting failed (the
         cause is chained), TimeoutError after timeout seconds.
@@ -352,7 +353,31 @@ class WorkerManager:
             self.stop(timeout=1.0)
             raise RuntimeError("could not start the workers") \
                 from self._launch_error
+        try:
+            self._wait_ready(timeout)
+        except TimeoutError:
+            self.stop(timeout=1.0)
+            raise
         return self
+
+    def _wait_ready(self, timeout):
+        """Waits until every worker has registered as running (or already
+        ended); raises TimeoutError after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                waiting = {w.worker_id: w.pid for w in self._workers
+                           if w.alive()}
+            for entry in self.registry.workers():
+                if waiting.get(entry["id"]) == entry["pid"] and \
+                        entry["state"] != "starting":
+                    del waiting[entry["id"]]
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"workers {sorted(waiting)} did not "
+                                   f"start within {timeout} s")
+            time.sleep(0.005)
 
     def _launch(self, worker):
         """Starts worker; called on the monitor thread with the lock held."""
