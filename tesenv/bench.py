@@ -27,6 +27,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -386,6 +387,38 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class _SigintHeld:
+    """Holds Ctrl-C back while processes are being started.
+
+    SIGINT is blocked in this thread, so that the processes started meanwhile
+    inherit the block through fork and exec and never print a
+    KeyboardInterrupt traceback from their imports: Ctrl-C goes to the whole
+    process group, and the parent alone handles it by ending them.  Other
+    threads (numpy's) may still take the signal, so the Python handler is
+    swapped too, and an interrupt that came meanwhile is raised on exit, once
+    the started process is known to the cleanup."""
+
+    def __enter__(self):
+        self.caught = False
+        # Signal handlers can only be changed from the main thread.
+        self.active = threading.current_thread() is threading.main_thread()
+        if not self.active:
+            return
+        self.previous = signal.signal(signal.SIGINT, self._catch)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def _catch(self, signum, frame):
+        self.caught = True
+
+    def __exit__(self, *exc):
+        if not self.active:
+            return
+        signal.signal(signal.SIGINT, self.previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if self.caught and exc[0] is None:
+            raise KeyboardInterrupt
+
+
 class _ManagerMethod:
     """A Manager dict shared by all workers."""
 
@@ -396,7 +429,8 @@ class _ManagerMethod:
 
         started = time.monotonic_ns()
         self.manager = SyncManager(ctx=ctx)
-        self.manager.start(_ignore_sigint)
+        with _SigintHeld():
+            self.manager.start(_ignore_sigint)
         self.start_ms = (time.monotonic_ns() - started) / 1e6
         self.shared = self.manager.dict()
 
@@ -536,9 +570,11 @@ def _run_method(method, ctx, options, curves, progress_bar):
             args=(method, index, generation, link, data, progress, started,
                   results, os.getpid()),
             daemon=True)
-        run.spawn_ns[(index, generation)] = time.monotonic_ns()
-        proc.start()
+        # Listed before it starts, so that the cleanup below always sees it.
         procs[(index, generation)] = proc
+        with _SigintHeld():
+            run.spawn_ns[(index, generation)] = time.monotonic_ns()
+            proc.start()
 
     def collect(block_seconds=0.0):
         # Takes every message waiting; raises on a worker's error.
@@ -637,10 +673,11 @@ def _run_method(method, ctx, options, curves, progress_bar):
             run.setup_ms = publisher.start_ms
         return run
     finally:
-        for proc in procs.values():
+        procs = [proc for proc in procs.values() if proc.pid is not None]
+        for proc in procs:
             if proc.is_alive():
                 proc.terminate()
-        for proc in procs.values():
+        for proc in procs:
             proc.join(2)
             if proc.is_alive():
                 proc.kill()
