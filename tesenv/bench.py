@@ -46,6 +46,7 @@ SPLINE_KEY = "tes-spline-config"
 WORKER_KEY = "tes-worker-config"
 REGISTRY = "tcp://127.0.0.1:7400"
 FIRST_PORT = 7401
+STORE_PREFIX = "tesenv-bench-"
 SUMMARY_FIELDS = ("mean", "min", "max", "max_abs_slope")
 
 # A day needs this many published maturities to be fitted by every kind.
@@ -456,7 +457,10 @@ class _TesenvMethod:
 
         self.tesenv = tesenv
         self.previous = os.environ.get("TESENV_STORE")
-        self.store = tesenv.Store.create(size=4 * 1024 * 1024, max_keys=256)
+        # Named after this process, so that a leftover is easy to attribute.
+        self.store = tesenv.Store.create(
+            f"{STORE_PREFIX}{os.getpid()}-{os.urandom(3).hex()}",
+            size=4 * 1024 * 1024, max_keys=256)
         tesenv.use_store(self.store)
 
     def link(self, index):
