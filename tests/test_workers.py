@@ -317,3 +317,16 @@ def test_bad_arguments_are_refused(store):
             manager.restart("nobody")
     finally:
         manager.stop()
+
+
+def test_the_spline_workers_example_runs(tmp_path):
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples",
+                           "spline_workers.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    result = subprocess.run([sys.executable, example, "--workers", "2",
+                             "--batches", "20"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "20 batches; curve versions used" in result.stdout
+    assert "tes-spline-config" in result.stdout
+    assert "worker-1: pid" in result.stdout
