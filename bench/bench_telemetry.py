@@ -72,9 +72,8 @@ def _follow_plain(name, key, rounds, wait, out):
 
 
 def _follow_managed(ctx, key, rounds, wait, out):
-    handle = ctx._config
     out.put(_follow(lambda: ctx.config_version, lambda: ctx.config,
-                    lambda v: handle.wait(v, 5.0), rounds, wait))
+                    lambda v: ctx.wait_config(v, 5.0), rounds, wait))
     ctx.wait_stop(30)
 
 

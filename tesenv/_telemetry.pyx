@@ -318,7 +318,6 @@ cdef class Telemetry:
         cheapest way to count a job.  Raises ValueError once JOB_TYPES
         names are taken."""
         cdef int i, count
-        cdef JobType jt
         self._check()
         encoded = name.encode("utf-8")
         if not encoded or len(encoded) > NAME_BYTES:

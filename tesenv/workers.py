@@ -101,7 +101,13 @@ class WorkerContext:
 
     @property
     def config_version(self):
+        """The current version of this worker's configuration key."""
         return self._config.version
+
+    def wait_config(self, after_version, timeout):
+        """Sleeps until the configuration's version exceeds after_version or
+        timeout seconds pass; returns the version then."""
+        return self._config.wait(after_version, timeout)
 
     def get(self, key, default=None):
         """A value from the worker's store."""

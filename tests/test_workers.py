@@ -67,7 +67,7 @@ def follow_config(ctx, results):
         if version != seen:
             seen = version
             results.put((ctx.config["step"], version))
-        ctx._config.wait(seen, 0.05)
+        ctx.wait_config(seen, 0.05)
 
 
 def idle(ctx):
