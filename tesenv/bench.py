@@ -27,6 +27,7 @@ import os
 import platform
 import signal
 import sys
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,7 +48,6 @@ WORKER_KEY = "tes-worker-config"
 REGISTRY = "tcp://127.0.0.1:7400"
 FIRST_PORT = 7401
 STORE_PREFIX = "tesenv-bench-"
-SUMMARY_FIELDS = ("mean", "min", "max", "max_abs_slope")
 
 # A day needs this many published maturities to be fitted by every kind.
 MIN_POINTS_PER_DAY = 4
@@ -149,6 +149,9 @@ class _EnvReader:
     def __init__(self, link):
         pass
 
+    def describe(self):
+        return "environment"
+
     def worker_config(self):
         env = os.environ
         return {"workerId": int(env["TES_WORKER_ID"]),
@@ -181,6 +184,9 @@ class _MessageReader:
         else:
             self.config = value
 
+    def describe(self):
+        return "pipe"
+
     def worker_config(self):
         return self.worker
 
@@ -196,8 +202,11 @@ class _ManagerReader:
     def __init__(self, link):
         self.shared, self.index = link
 
+    def describe(self):
+        return "manager dict"
+
     def worker_config(self):
-        return self.shared[f"{WORKER_KEY}/{self.index}"]
+        return self.shared.get(f"{WORKER_KEY}/{self.index}")
 
     def read(self):
         return self.shared[SPLINE_KEY]
@@ -211,12 +220,33 @@ class _TesenvReader:
 
         self.index = link
         self.get = tesenv.get_environment_data
+        if tesenv.default_store() is None:
+            # Discovery hides why it found nothing; attaching says why.
+            name = os.environ.get("TESENV_STORE")
+            if not name:
+                raise BenchError("TESENV_STORE is not set in the worker")
+            tesenv.Store.attach(name).close()
+            raise BenchError(f"store {name} exists but was not found")
+
+    def describe(self):
+        import tesenv
+
+        store = tesenv.default_store()
+        return (f"store {store.name if store else None}, TESENV_STORE="
+                f"{os.environ.get('TESENV_STORE')}")
 
     def worker_config(self):
         return self.get(f"{WORKER_KEY}/{self.index}")
 
     def read(self):
         return self.get(SPLINE_KEY)
+
+    def alternatives(self):
+        """Other ways to read the same key, timed for the report."""
+        import tesenv
+
+        handle = tesenv.default_store().handle(SPLINE_KEY)
+        return {"handle.value": lambda: handle.value}
 
 
 _READERS = {"env": _EnvReader, "message": _MessageReader,
@@ -253,7 +283,7 @@ def _time_reads(read):
 
 
 def _worker_main(method, index, generation, link, data, progress, started,
-                 results, parent_pid):
+                 results):
     """Entry point of a worker process: runs its share of the jobs and puts
     one result message on results, or an ('error', text) message."""
     # Ctrl-C reaches the whole process group; the parent alone cleans up.
@@ -265,11 +295,16 @@ def _worker_main(method, index, generation, link, data, progress, started,
     try:
         reader = _READERS[method](link)
         me = reader.worker_config()
+        if me is None:
+            raise BenchError(f"no {WORKER_KEY} for worker {index} "
+                             f"({reader.describe()})")
         if me["workerId"] != index:
             raise BenchError(f"worker {index} was given the configuration of "
                              f"worker {me['workerId']}")
+        # The forkserver, not the benchmark, may be the parent; either way a
+        # change of parent means it died.
         _run_jobs(method, index, generation, reader, data, progress, results,
-                  parent_pid, entered_ns)
+                  os.getppid(), entered_ns)
     except BaseException as exc:  # reported to the parent, which raises it
         results.put(("error", method, index, generation,
                      f"{type(exc).__name__}: {exc}"))
@@ -309,12 +344,15 @@ def _run_jobs(method, index, generation, reader, data, progress, results,
         done += 1
         progress[index] = done
         if done % PARENT_CHECK_JOBS == 0 and os.getppid() != parent_pid:
-            return      # orphaned: nobody wants the results
+            return      # reparented: our parent died, nobody wants results
 
     results.put(("done", method, index, generation, {
         "pid": os.getpid(), "entered_ns": entered_ns,
         "records": np.array(records, dtype=float).reshape(-1, 6),
-        "summaries": summaries, "read_ns": _time_reads(reader.read)}))
+        "summaries": summaries, "read_ns": _time_reads(reader.read),
+        "read_alternatives_ns": {
+            name: _time_reads(read) for name, read in
+            getattr(reader, "alternatives", dict)().items()}}))
 
 
 # ---------------------------------------------------------------------------
@@ -572,7 +610,7 @@ def _run_method(method, ctx, options, curves, progress_bar):
         proc = ctx.Process(
             target=_worker_main, name=f"tesenv-bench-{method}-{index}",
             args=(method, index, generation, link, data, progress, started,
-                  results, os.getpid()),
+                  results),
             daemon=True)
         # Listed before it starts, so that the cleanup below always sees it.
         procs[(index, generation)] = proc
@@ -788,6 +826,10 @@ def _analyse(run, curves, options, reference):
     in_loop_ns = read - start
     span_s = (end.max() - start.min()) / 1e9
     reads = [r["read_ns"] for r in run.results.values()]
+    alternatives = {}
+    for payload in run.results.values():
+        for name, ns in payload["read_alternatives_ns"].items():
+            alternatives.setdefault(name, []).append(ns)
     return {
         "method": run.method,
         "live_updates": run.method != "env",
@@ -795,6 +837,8 @@ def _analyse(run, curves, options, reference):
                                   "max": max(first_job_ms)},
         "setup_ms": run.setup_ms,
         "read_ns": _percentile(reads, 50),
+        "read_alternatives_ns": {name: _percentile(values, 50)
+                                 for name, values in alternatives.items()},
         "read_in_loop_ns": {"median": _percentile(in_loop_ns, 50),
                             "p99": _percentile(in_loop_ns, 99)},
         "propagation_ms": {"median": _percentile(latency_ms, 50),
@@ -1015,17 +1059,25 @@ def format_report(report):
             f"{median:>15}{p99:>11}{_count(m['jobs_per_s']):>9}"
             f"{m['stale_jobs']:>7}{m['lagging_jobs']:>9}"
             f"{m['wrong_results']:>7}")
+    notes = []
     if "env" in report["methods"]:
         env = report["methods"]["env"]
-        lines.append(
-            f"  env: a running worker never sees a change. Each change stopped "
+        notes.append(
+            f"env: a running worker never sees a change. Each change stopped "
             f"every worker after its job and spawned new ones ({env['restarts']}"
-            f" restarts, median {_ms(env['restart_ms']['median'])} ms); its "
-            f"jobs/s includes them.")
+            f" restarts, median {_ms(env['restart_ms']['median'])} ms from stop "
+            f"to all started); its jobs/s includes them.")
+    for name, m in report["methods"].items():
+        if m.get("note"):
+            notes.append(f"{name}: {m['note']}.")
+        for way, ns in m["read_alternatives_ns"].items():
+            notes.append(f"{name}: a read through {way} costs {_count(ns)} ns.")
     if "manager" in report["methods"]:
-        lines.append(f"  manager: its server process took "
+        notes.append(f"manager: its server process took "
                      f"{_ms(report['methods']['manager']['setup_ms'])} ms to "
                      f"start, not counted in spawn.")
+    lines += [textwrap.fill(note, 88, initial_indent="  ",
+                            subsequent_indent="    ") for note in notes]
     lines += [DEFINITIONS, ""]
 
     kernel = report.get("kernel")
@@ -1038,7 +1090,8 @@ def format_report(report):
                      f"{'scipy fit':>12}{'scipy eval':>13}{'eval ratio':>12}"
                      f"{'max |diff|':>12}")
         lines.append(f"{'':<12}{'curves/s':>12}{'Mpoints/s':>13}"
-                     f"{'curves/s':>12}{'Mpoints/s':>13}{'':>12}{'%':>12}")
+                     f"{'curves/s':>12}{'Mpoints/s':>13}{'':>12}"
+                     f"{'% points':>12}")
         for kind, k in kernel["kinds"].items():
             scipy_eval = "-" if k["scipy_points_per_s"] is None \
                 else f"{k['scipy_points_per_s'] / 1e6:,.1f}"
@@ -1270,10 +1323,20 @@ def run(options):
         report["curves"]["description"] += " (no --curves given)"
     try:
         for method in options.methods:
-            method_run = _run_method(method, ctx, options, curves,
+            method_ctx, note = ctx, None
+            if method == "env" and options.start_method == "forkserver":
+                # Forkserver children inherit the server's environment, not
+                # the one set for each worker.
+                method_ctx = multiprocessing.get_context("spawn")
+                note = "started with spawn: forkserver children inherit " \
+                       "the server's environment"
+            method_run = _run_method(method, method_ctx, options, curves,
                                      progress_bar)
-            report["methods"][method] = _analyse(method_run, curves, options,
-                                                 reference)
+            figures = _analyse(method_run, curves, options, reference)
+            figures["start_method"] = method_ctx.get_start_method()
+            if note:
+                figures["note"] = note
+            report["methods"][method] = figures
         if options.kernel:
             report["kernel"] = _kernel_comparison(curves, options,
                                                   progress_bar)
