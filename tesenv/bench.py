@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import platform
+import queue
 import signal
 import sys
 import textwrap
@@ -53,6 +54,9 @@ STORE_PREFIX = "tesenv-bench-"
 MIN_POINTS_PER_DAY = 4
 # Parent's wait between looks at the workers' progress counters: short enough
 # to change the configuration on time, long enough to leave the CPUs to them.
+# TODO(pacing): on a loaded machine the parent may get the CPU late and make a
+# change after the jobs it was meant for; pacing the jobs from the parent
+# would fix that at the price of a message per job.
 POLL_SECONDS = 0.002
 # Workers check that the parent still lives every this many jobs.
 PARENT_CHECK_JOBS = 128
@@ -620,8 +624,6 @@ def _run_method(method, ctx, options, curves, progress_bar):
 
     def collect(block_seconds=0.0):
         # Takes every message waiting; raises on a worker's error.
-        import queue
-
         timeout = block_seconds
         while True:
             try:
