@@ -166,8 +166,12 @@ def load_curves(path):
         fail(header_row, f"missing header: the first column is "
                          f"{header[0].strip()!r}, expected 'Date'", 0)
     columns = []    # (cell index, years)
+    blank = []      # columns without a name, as a trailing comma makes
     seen = {}
     for index, name in enumerate(header[1:], 1):
+        if not name.strip():
+            blank.append(index)
+            continue
         try:
             years = _maturity_years(name)
         except KeyError:
@@ -199,6 +203,10 @@ def load_curves(path):
     for k, (number, row) in enumerate(data):
         if len(row) != len(header):
             fail(number, f"{len(row)} cells, the header has {len(header)}")
+        for index in blank:
+            if row[index].strip():
+                fail(number, f"{row[index].strip()!r} under a column without "
+                             f"a name", index)
         try:
             dates[k] = day = _parse_date(row[0])
         except ValueError as exc:

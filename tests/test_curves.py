@@ -111,6 +111,12 @@ def test_six_week_bill_and_columns_by_name(tmp_path):
                                [4.36, 4.35, 4.33, 4.3, 4.08, 4.16])
 
 
+def test_trailing_comma_column_is_ignored(tmp_path):
+    path = write(tmp_path, "Date,1 Mo,30 Yr,\n2024-01-02,5.55,4.08,\n")
+    curves = load_curves(path)
+    np.testing.assert_allclose(curves.yields, [[5.55, 4.08]])
+
+
 def test_slice_of_days():
     curves = synthetic_curves(50, seed=3)
     part = curves[10:20]
@@ -142,10 +148,12 @@ def test_slice_of_days():
     (OFFICIAL_HEADER + "\n2024-01-02,5.55,inf,5.4,5.24,4.8,4.33,3.93,3.95,4.08\n",
      r"row 2, column 3 \(2 Mo\): 'inf' is not a finite yield"),
     (OFFICIAL_HEADER + "\n", r"row 1: no data rows"),
+    ("Date,1 Mo,,30 Yr\n2024-01-02,5.5,7,4.0\n",
+     r"row 2, column 3: '7' under a column without a name"),
     ("", r"row 1: the file is empty"),
 ], ids=["bad-cell", "no-header", "unknown-column", "bad-date", "not-a-date",
         "short-row", "duplicate-maturity", "duplicate-date", "infinite",
-        "no-rows", "empty"])
+        "no-rows", "unnamed-column-with-data", "empty"])
 def test_unreadable_file_names_row_and_column(tmp_path, text, expected):
     path = write(tmp_path, text)
     with pytest.raises(CurveFileError, match=expected) as caught:
