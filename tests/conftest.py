@@ -24,9 +24,9 @@ import tesenv
 
 PREFIX = f"tesenv-t{os.getpid()}-"
 _names = itertools.count()
-# Long-lived helpers that multiprocessing starts once per process and ends
-# at exit by itself.
-_HELPERS = (b"multiprocessing.resource_tracker", b"multiprocessing.forkserver")
+# Long-lived service processes that multiprocessing starts once per process
+# and ends at exit by itself.
+_SERVICES = (b"multiprocessing.resource_tracker", b"multiprocessing.forkserver")
 
 
 def new_store_name():
@@ -57,11 +57,11 @@ def _descendants():
 
 
 def _kill_leftovers():
-    """Kills descendants other than multiprocessing's helpers; returns
+    """Kills descendants other than multiprocessing's service processes; returns
     "pid (cmdline)" for each."""
     killed = []
     for pid, cmdline in _descendants().items():
-        if any(helper in cmdline for helper in _HELPERS):
+        if any(service in cmdline for service in _SERVICES):
             continue
         try:
             os.kill(pid, signal.SIGKILL)
