@@ -50,6 +50,11 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define TES__MIN_HEAP_BYTES 65536u
 #define TES__RECLAIM_EVERY_PUBLISHES 4096u
 
+/* How long a publish waits for readers caught mid-read to let go of space
+ * before it reports the store full, and its first pause. */
+#define TES__FULL_PATIENCE_NS 500000000
+#define TES__FULL_FIRST_NAP_NS 20000
+
 /* Block states.  Distinct bit patterns so that stray bytes rarely pass. */
 #define TES__BLOCK_FREE 0x46524545u    /* "FREE" */
 #define TES__BLOCK_WRITING 0x57524954u /* "WRIT" */
@@ -1031,8 +1036,10 @@ static int tes__compare_u64(const void *a, const void *b)
 }
 
 /* Frees every retired block no reader can still see.  Mutex held.
- * Returns the bytes freed. */
-static uint64_t tes__reclaim_locked(tes_store *s)
+ * Returns the bytes freed.  If in_flight is not NULL it gets the bytes of
+ * retired blocks kept only because a live reader was in the middle of a
+ * read, which it finishes without our help. */
+static uint64_t tes__reclaim_locked(tes_store *s, uint64_t *in_flight)
 {
     enum { PIN_CAP = 4096 };
     uint64_t pinned_stack[PIN_CAP];
@@ -1089,13 +1096,14 @@ static uint64_t tes__reclaim_locked(tes_store *s)
         uint64_t size = tes__block_size(b);
         uint64_t ref = off + 1;
         if (tes__block_state(b) == TES__BLOCK_RETIRED &&
-            b->retired_generation <= min_active &&
             !bsearch(&ref, pinned, pinned_count, sizeof *pinned,
                      tes__compare_u64)) {
-            {
+            if (b->retired_generation <= min_active) {
                 atomic_store_explicit(&b->state, TES__BLOCK_FREE,
                                       memory_order_relaxed);
                 freed += size;
+            } else if (in_flight) {
+                *in_flight += size;
             }
         }
         off += size;
@@ -1212,17 +1220,19 @@ static void tes__heap_usage(const tes_store *s, tes_stats *out)
 }
 
 /* Allocates need bytes, reclaiming when the heap is exhausted.  Mutex
- * held.  Returns the block offset or UINT64_MAX with *err filled. */
+ * held.  Returns the block offset or UINT64_MAX with *err filled and
+ * *in_flight set as by tes__reclaim_locked. */
 static uint64_t tes__alloc_or_reclaim(tes_store *s, uint64_t need,
-                                      tes_error *err)
+                                      uint64_t *in_flight, tes_error *err)
 {
     uint64_t off;
 
+    *in_flight = 0;
     if (s->header->publish_count % TES__RECLAIM_EVERY_PUBLISHES == 0)
-        tes__reclaim_locked(s);
+        tes__reclaim_locked(s, NULL);
     off = tes__alloc(s, need);
     if (off == UINT64_MAX) {
-        tes__reclaim_locked(s);
+        tes__reclaim_locked(s, in_flight);
         s->header->rover = 0;
         off = tes__alloc(s, need);
     }
@@ -1306,17 +1316,31 @@ int tes_store_publish(tes_store *s, const char *key, size_t key_bytes,
                          payload_bytes,
                          (unsigned long long)s->heap_bytes);
 
-    if ((rc = tes__lock(s, err)) != TES_OK)
-        return rc;
-    if ((rc = tes__claim_slot(s, TES__SLOT_KEY, key, key_bytes, &slot_index,
-                              err)) != TES_OK) {
+    /* A reader descheduled in the middle of a read holds back everything
+     * retired since it began.  It needs no lock to finish, so when only
+     * such readers stand in the way, step aside and try again for a while
+     * before calling the store full. */
+    uint64_t off, in_flight;
+    int64_t waited_ns = 0, nap_ns = TES__FULL_FIRST_NAP_NS;
+    for (;;) {
+        if ((rc = tes__lock(s, err)) != TES_OK)
+            return rc;
+        if ((rc = tes__claim_slot(s, TES__SLOT_KEY, key, key_bytes,
+                                  &slot_index, err)) != TES_OK) {
+            tes__unlock(s);
+            return rc;
+        }
+        off = tes__alloc_or_reclaim(s, need, &in_flight, err);
+        if (off != UINT64_MAX)
+            break;
         tes__unlock(s);
-        return rc;
-    }
-    uint64_t off = tes__alloc_or_reclaim(s, need, err);
-    if (off == UINT64_MAX) {
-        tes__unlock(s);
-        return TES_EFULL;
+        if (in_flight < need || waited_ns >= TES__FULL_PATIENCE_NS)
+            return TES_EFULL;
+        struct timespec nap = {0, nap_ns};
+        nanosleep(&nap, NULL);
+        waited_ns += nap_ns;
+        if (nap_ns < TES__FULL_PATIENCE_NS / 64)
+            nap_ns *= 2;
     }
 
     /* 1. Fill the block while it is WRITING: no reader can reach it. */
@@ -1401,8 +1425,9 @@ int tes_store_region(tes_store *s, const char *name, size_t name_bytes,
 
     uint64_t need = data_at + tes__round_up(region_bytes,
                                             TES_RECORD_ALIGN_BYTES);
+    uint64_t in_flight;
     uint64_t off = need <= s->heap_bytes
-                       ? tes__alloc_or_reclaim(s, need, err)
+                       ? tes__alloc_or_reclaim(s, need, &in_flight, err)
                        : UINT64_MAX;
     if (off == UINT64_MAX) {
         tes__unlock(s);
@@ -1427,6 +1452,38 @@ int tes_store_region(tes_store *s, const char *name, size_t name_bytes,
     tes__unlock(s);
     *offset = s->header->heap_offset + off + data_at;
     *created = 1;
+    return TES_OK;
+}
+
+int tes_store_find_region(const tes_store *s, const char *name,
+                          size_t name_bytes, uint64_t *offset,
+                          uint64_t *region_bytes, tes_error *err)
+{
+    int rc = tes__check_key(name_bytes, err);
+    if (rc != TES_OK)
+        return rc;
+    int64_t idx = tes__probe(s, TES__SLOT_REGION, name, name_bytes);
+
+    /* acquire; pairs with the release store of the block in
+     * tes_store_region */
+    uint64_t ref = idx < 0 ? 0 : atomic_load_explicit(&s->slots[idx].block,
+                                                      memory_order_acquire);
+    if (ref == 0)
+        return tes__fail(err, TES_ENOKEY, 0, "no such region");
+
+    uint64_t off = ref - 1;
+    uint64_t data_at = TES__BLOCK_HEADER_BYTES +
+                       tes__key_area_bytes((uint32_t)name_bytes);
+    tes__block *b = tes__block_at(s, off);
+    uint64_t size = off % TES_RECORD_ALIGN_BYTES || off >= s->heap_bytes
+                        ? 0 : tes__block_size(b);
+    uint64_t bytes = size ? b->payload_bytes : 0;
+    if (size == 0 || size > s->heap_bytes - off ||
+        tes__block_state(b) != TES__BLOCK_REGION || data_at > size ||
+        bytes > size - data_at)
+        return tes__fail(err, TES_ECORRUPT, 0, "region is damaged");
+    *offset = s->header->heap_offset + off + data_at;
+    *region_bytes = bytes;
     return TES_OK;
 }
 
@@ -1692,7 +1749,7 @@ uint64_t tes_store_reclaim(tes_store *s)
 {
     if (tes__lock(s, NULL) != TES_OK)
         return 0;
-    uint64_t freed = tes__reclaim_locked(s);
+    uint64_t freed = tes__reclaim_locked(s, NULL);
     tes__unlock(s);
     return freed;
 }

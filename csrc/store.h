@@ -208,7 +208,9 @@ static inline uint64_t tes_version_load(const tes_version_word *word)
 /*
  * Publishes payload as the new value of key.  Returns TES_OK and sets
  * *version, or TES_EKEY, TES_EKEYS, TES_EFULL, TES_ECORRUPT, TES_ESYS.  On
- * failure nothing already published changes.  payload is copied.
+ * failure nothing already published changes.  payload is copied.  When the
+ * only space left is held back by readers in the middle of a read, waits
+ * up to half a second for them before returning TES_EFULL.
  */
 int tes_store_publish(tes_store *store, const char *key, size_t key_bytes,
                       const void *payload, size_t payload_bytes,
@@ -256,6 +258,15 @@ int tes_store_wait(tes_store *store, uint32_t slot, uint64_t after_version,
 int tes_store_region(tes_store *store, const char *name, size_t name_bytes,
                      uint64_t region_bytes, uint64_t *offset, int *created,
                      tes_error *err);
+
+/*
+ * Finds a region made by tes_store_region without creating one.  Returns
+ * TES_OK with *offset and *region_bytes set, TES_ENOKEY if there is none,
+ * TES_EKEY or TES_ECORRUPT.  Lock-free.
+ */
+int tes_store_find_region(const tes_store *store, const char *name,
+                          size_t name_bytes, uint64_t *offset,
+                          uint64_t *region_bytes, tes_error *err);
 
 /*
  * Key slot enumeration for listings: returns 1 and fills key/version for

@@ -110,6 +110,9 @@ cdef extern from "store.h" nogil:
     int tes_store_region(tes_store *store, const char *name, size_t name_bytes,
                          uint64_t region_bytes, uint64_t *offset, int *created,
                          tes_error *err)
+    int tes_store_find_region(const tes_store *store, const char *name,
+                              size_t name_bytes, uint64_t *offset,
+                              uint64_t *region_bytes, tes_error *err)
     int tes_store_slot_key(const tes_store *store, uint32_t i, char *key_out,
                            size_t *key_bytes, uint64_t *version)
     uint32_t tes_store_slot_count(const tes_store *store)

@@ -548,6 +548,10 @@ cdef class Store:
     process attached to the same name sees the same keys.  Reads never wait
     for writers.  The creating process removes the segment on ``close()`` or
     at exit; attaching processes never do.
+
+    One Store may be shared by the threads of a process: reads run under
+    the GIL, and a publish or wait that releases it keeps the mapping alive
+    until it returns, even if another thread closes the store meanwhile.
     """
 
     def __init__(self, *args, **kwargs):
@@ -578,6 +582,12 @@ cdef class Store:
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{arg} must be a non-negative int, got "
                                  f"{value!r}")
+        for arg, value, limit in (("size", size, 2**62),
+                                  ("max_keys", max_keys, 2**24),
+                                  ("max_readers", max_readers, 65536)):
+            if value > limit:
+                raise ValueError(f"{arg} must be at most {limit}, got "
+                                 f"{value}")
         if mode > 0o777:
             raise ValueError(f"mode must be permission bits (0 to 0o777), "
                              f"got {mode:#o}")
@@ -813,6 +823,7 @@ cdef class Store:
         cdef uint64_t after
         cdef int64_t chunk_ns
         cdef int rc
+        cdef _Mapping mapping
         self._check_open()
         kb = _key_bytes(key)
         if not isinstance(after_version, int) or after_version < 0:
@@ -833,8 +844,11 @@ cdef class Store:
             left = 0.1 if deadline is None else min(
                 0.1, max(0.0, deadline - time.monotonic()))
             chunk_ns = <int64_t>(left * 1e9)
+            self._check_open()
+            mapping = self._mapping
             with nogil:
-                rc = tes_store_wait(self._st, slot, after, chunk_ns, &version)
+                rc = tes_store_wait(mapping.st, slot, after, chunk_ns,
+                                    &version)
             if rc == TES_OK:
                 return version
             PyErr_CheckSignals()
@@ -914,9 +928,11 @@ cdef class Store:
         """Sizes, space in use and attached readers, as a dict."""
         cdef tes_stats s
         cdef tes_error err
+        cdef _Mapping mapping
         self._check_open()
+        mapping = self._mapping
         with nogil:
-            rc = tes_store_stats(self._st, &s, &err)
+            rc = tes_store_stats(mapping.st, &s, &err)
         if rc != TES_OK:
             _raise(&err)
         return {
@@ -952,14 +968,18 @@ cdef class Store:
         cdef int rc
         cdef const char *kp
         cdef size_t kn
+        cdef _Mapping mapping
         self._check_open()
         kb = _key_bytes(key)
         w = _encode_value(value, self._allow_pickle)
         kp = kb
         kn = len(kb)
+        # Held so that a close() from another thread cannot unmap the
+        # segment while the publish runs without the GIL.
+        mapping = self._mapping
         with nogil:
-            rc = tes_store_publish(self._st, kp, kn, w.buf, w.size, &version,
-                                   &err)
+            rc = tes_store_publish(mapping.st, kp, kn, w.buf, w.size,
+                                   &version, &err)
         if rc != TES_OK:
             _raise(&err)
         return version
@@ -987,21 +1007,41 @@ cdef class Store:
 
     # ---- shared regions and introspection ---------------------------------
 
-    def region(self, name, size):
-        """A writable uint8 array over a named region of size bytes that
-        every attached process shares.  Made on first use, zeroed, and
-        never reclaimed while the store exists."""
+    def region(self, name, size=None, *, create=True):
+        """A writable uint8 array over a named region that every attached
+        process shares: made zeroed on first use with size bytes, found by
+        name after that, never reclaimed while the store exists.
+
+        With create=False an existing region is returned (size, if given,
+        must not exceed it) and KeyError raised if there is none.
+        """
         cdef tes_error err
         cdef uint64_t offset = 0
+        cdef uint64_t found_bytes = 0
         cdef int created = 0
+        cdef int rc
         self._check_open()
         nb = _key_bytes(name)
-        if not isinstance(size, int) or size <= 0:
+        if size is not None and (not isinstance(size, int) or size <= 0):
             raise ValueError(f"region size must be a positive int, got "
                              f"{size!r}")
-        if tes_store_region(self._st, nb, len(nb), size, &offset, &created,
-                            &err) != TES_OK:
-            _raise(&err)
+        if not create:
+            rc = tes_store_find_region(self._st, nb, len(nb), &offset,
+                                       &found_bytes, &err)
+            if rc == TES_ENOKEY:
+                raise KeyError(name)
+            if rc != TES_OK:
+                _raise(&err)
+            if size is not None and size > found_bytes:
+                raise ValueError(f"region {name!r} has {found_bytes} bytes, "
+                                 f"fewer than the {size} asked for")
+            size = found_bytes if size is None else size
+        else:
+            if size is None:
+                raise ValueError("a region to create needs a size")
+            if tes_store_region(self._st, nb, len(nb), size, &offset,
+                                &created, &err) != TES_OK:
+                _raise(&err)
         whole = np.frombuffer(_SegmentView.of(self._mapping, True), np.uint8)
         return whole[offset:offset + size]
 
