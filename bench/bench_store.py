@@ -107,7 +107,10 @@ def array_read(store, number):
 
 # ---------------------------------------------------------------- propagation
 
-def _spin_reader(name, ready, out, rounds):
+# Each reader reports the version it saw through `acked`, and the publisher
+# waits for that before the next round, so no two publishes ever merge.
+
+def _spin_reader(name, ready, acked, out, rounds):
     s = Store.attach(name)
     last = s.version("t")
     ready.set()
@@ -119,11 +122,11 @@ def _spin_reader(name, ready, out, rounds):
                 break
         seen = time.perf_counter_ns()
         lags.append(seen - s["t"])
-        last = v
+        last = acked.value = v
     out.put(lags)
 
 
-def _wait_reader(name, ready, out, rounds):
+def _wait_reader(name, ready, acked, out, rounds):
     s = Store.attach(name)
     last = s.version("t")
     ready.set()
@@ -132,7 +135,16 @@ def _wait_reader(name, ready, out, rounds):
         last = s.wait("t", last, timeout=10)
         seen = time.perf_counter_ns()
         lags.append(seen - s["t"])
+        acked.value = last
     out.put(lags)
+
+
+def _await_ack(acked, version, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while acked.value < version:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the reader stopped acknowledging publishes")
+        time.sleep(0.0002)
 
 
 def _pipe_reader(conn, ready, out, rounds):
@@ -156,13 +168,15 @@ def propagation(rounds):
                               ("wait", _wait_reader)):
             s.set("t", time.perf_counter_ns())
             ready, q = ctx.Event(), ctx.Queue()
-            p = ctx.Process(target=target, args=(s.name, ready, q, rounds))
+            acked = ctx.Value("Q", 0, lock=False)
+            p = ctx.Process(target=target,
+                            args=(s.name, ready, acked, q, rounds))
             p.start()
             try:
                 ready.wait(30)
                 for _ in range(rounds):
                     time.sleep(0.002)
-                    s.set("t", time.perf_counter_ns())
+                    _await_ack(acked, s.set("t", time.perf_counter_ns()))
                 lags = q.get(timeout=60)
             finally:
                 p.join(30)

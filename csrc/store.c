@@ -54,6 +54,10 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
  * before it reports the store full, and its first pause. */
 #define TES__FULL_PATIENCE_NS 500000000
 #define TES__FULL_FIRST_NAP_NS 20000
+#define TES__LOCK_PATIENCE_S 30
+
+/* What tes__alloc returns when its walk meets a block that cannot be. */
+#define TES__HEAP_DAMAGED (UINT64_MAX - 1)
 
 /* Block states.  Distinct bit patterns so that stray bytes rarely pass. */
 #define TES__BLOCK_FREE 0x46524545u    /* "FREE" */
@@ -82,7 +86,9 @@ typedef struct tes__header {
     uint32_t creator_uid;
     uint64_t creator_start;
     uint64_t created_ns;
-    uint8_t pad0[40];
+    uint32_t max_keys;        /* as asked at creation */
+    uint32_t pad0;
+    uint8_t pad0b[32];
 
     /* offset 128: writers only */
     union {
@@ -93,7 +99,8 @@ typedef struct tes__header {
     uint64_t publish_count;
     uint64_t reclaim_count;
     uint64_t repair_count;    /* writers found dead holding the mutex */
-    uint8_t pad1[32];
+    uint64_t keys_used;       /* key slots taken, deleted keys included */
+    uint8_t pad1[24];
 
     /* offset 256: read by everyone, on its own cache line */
     _Atomic uint64_t generation;
@@ -177,6 +184,7 @@ struct tes_store {
     uint64_t heap_bytes;
     uint32_t slot_count;
     uint32_t reader_count;
+    uint32_t max_keys;
     uint32_t read_depth;        /* nested reads keep the outer announcement */
 };
 
@@ -527,6 +535,7 @@ static void tes__bind(tes_store *s, uint8_t *base, uint64_t size_bytes)
     s->heap_bytes = s->header->heap_bytes;
     s->slot_count = s->header->slot_count;
     s->reader_count = s->header->reader_count;
+    s->max_keys = s->header->max_keys;
     s->reader_index = UINT32_MAX;
     s->reader_pid = 0;
 }
@@ -632,6 +641,7 @@ int tes_store_create(const char *name, const tes_create_options *o,
     h->magic = 0;
     h->layout = TES__LAYOUT;
     h->flags = o->flags;
+    h->max_keys = o->max_keys;
     h->creator_pid = (int32_t)getpid();
     h->creator_uid = (uint32_t)geteuid();
     h->creator_start = tes__process_start(h->creator_pid);
@@ -693,7 +703,8 @@ static int tes__validate_header(const char *name, const uint8_t *base,
     memset(&plan, 0, sizeof plan);
     if (h->slot_count == 0 || (h->slot_count & (h->slot_count - 1)) ||
         h->slot_count > (1u << 25) || h->reader_count == 0 ||
-        h->reader_count > 65536 ||
+        h->reader_count > 65536 || h->max_keys == 0 ||
+        h->max_keys > h->slot_count / 2 ||
         tes__plan(h->size_bytes, h->slot_count, h->reader_count, &plan,
                   NULL) != TES_OK ||
         plan.readers_offset != h->readers_offset ||
@@ -917,17 +928,16 @@ static int tes__claim_slot(tes_store *s, uint32_t state, const char *key,
         return TES_OK;
     }
 
-    /* Keep a quarter of the table empty so probes end quickly. */
-    uint32_t used = 0;
-    for (uint32_t i = 0; i < s->slot_count; i++)
-        used += atomic_load_explicit(&s->slots[i].state,
-                                     memory_order_relaxed) != 0;
-    if (idx == INT64_MIN || (uint64_t)(used + 1) * 4 >
-                                (uint64_t)s->slot_count * 3)
+    /* The table has at least twice max_keys slots, so probes stay short.
+     * TODO(key-reuse): a deleted key keeps its slot (readers may still be
+     * probing through it); a store that churns through unique keys runs
+     * out.  Reusing tombstones needs a per-slot key generation. */
+    if (idx == INT64_MIN || s->header->keys_used >= s->max_keys)
         return tes__fail(err, TES_EKEYS, 0,
-                         "the store's key table is full (%u keys, deleted "
-                         "ones included); create a store with a larger "
-                         "max_keys", used);
+                         "the store's key table is full: %u keys, deleted "
+                         "ones included, and max_keys is %u; create a store "
+                         "with a larger max_keys",
+                         (unsigned)s->header->keys_used, s->max_keys);
 
     tes__slot *slot = &s->slots[-idx - 1];
     memset(slot->key, 0, sizeof slot->key);
@@ -939,6 +949,7 @@ static int tes__claim_slot(tes_store *s, uint32_t state, const char *key,
 
     /* release; pairs with the acquire load in tes__probe */
     atomic_store_explicit(&slot->state, state, memory_order_release);
+    s->header->keys_used++;
     *out = (uint32_t)(-idx - 1);
     return TES_OK;
 }
@@ -992,10 +1003,14 @@ static uint64_t tes__alloc(tes_store *s, uint64_t need)
             off = 0;
             wrapped = 1;
         }
-        if ((wrapped && off >= start) || !tes__block_ok(s, off)) {
+        if (wrapped && off >= start) {
             /* Merging may have swallowed the old position: start over. */
             s->header->rover = 0;
             return UINT64_MAX;
+        }
+        if (!tes__block_ok(s, off)) {
+            s->header->rover = 0;
+            return TES__HEAP_DAMAGED;
         }
 
         tes__block *b = tes__block_at(s, off);
@@ -1175,15 +1190,34 @@ static void tes__repair_locked(tes_store *s)
     s->header->repair_count++;
 }
 
+/* Takes the writer mutex, repairing after a writer that died holding it.
+ * A publish holds it for the time of one copy, so a lock that stays taken
+ * for TES__LOCK_PATIENCE_S means a stopped writer or damaged bytes.
+ * Returns TES_OK, TES_ECORRUPT or TES_ESYS. */
 static int tes__lock(tes_store *s, tes_error *err)
 {
-    int rc = pthread_mutex_lock(&s->header->writer.mutex);
+    pthread_mutex_t *m = &s->header->writer.mutex;
 #if TES__HAVE_ROBUST_MUTEX
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += TES__LOCK_PATIENCE_S;
+    int rc = pthread_mutex_timedlock(m, &deadline);
     if (rc == EOWNERDEAD) {
         tes__repair_locked(s);
-        rc = pthread_mutex_consistent(&s->header->writer.mutex);
+        rc = pthread_mutex_consistent(m);
     }
+#else
+    int rc = pthread_mutex_lock(m);
 #endif
+    if (rc == ETIMEDOUT)
+        return tes__fail(err, TES_ECORRUPT, rc,
+                         "the store's writer lock has been held for %d s: a "
+                         "writer is stopped or the segment is damaged",
+                         TES__LOCK_PATIENCE_S);
+    if (rc == EINVAL || rc == ENOTRECOVERABLE)
+        return tes__fail(err, TES_ECORRUPT, rc,
+                         "the store's writer lock is damaged: %s",
+                         strerror(rc));
     if (rc != 0)
         return tes__fail(err, TES_ESYS, rc, "cannot lock the store for "
                          "writing: %s", strerror(rc));
@@ -1220,39 +1254,43 @@ static void tes__heap_usage(const tes_store *s, tes_stats *out)
 }
 
 /* Allocates need bytes, reclaiming when the heap is exhausted.  Mutex
- * held.  Returns the block offset or UINT64_MAX with *err filled and
- * *in_flight set as by tes__reclaim_locked. */
-static uint64_t tes__alloc_or_reclaim(tes_store *s, uint64_t need,
-                                      uint64_t *in_flight, tes_error *err)
+ * held.  Returns TES_OK with *off set, or TES_EFULL (with *in_flight set as
+ * by tes__reclaim_locked) or TES_ECORRUPT, with *err filled. */
+static int tes__alloc_or_reclaim(tes_store *s, uint64_t need, uint64_t *off,
+                                 uint64_t *in_flight, tes_error *err)
 {
-    uint64_t off;
-
     *in_flight = 0;
     if (s->header->publish_count % TES__RECLAIM_EVERY_PUBLISHES == 0)
         tes__reclaim_locked(s, NULL);
-    off = tes__alloc(s, need);
-    if (off == UINT64_MAX) {
+    *off = tes__alloc(s, need);
+    if (*off == UINT64_MAX) {
         tes__reclaim_locked(s, in_flight);
         s->header->rover = 0;
-        off = tes__alloc(s, need);
+        *off = tes__alloc(s, need);
     }
-    if (off == UINT64_MAX) {
+    if (*off == TES__HEAP_DAMAGED)
+        return tes__fail(err, TES_ECORRUPT, 0,
+                         "the store's heap is damaged: published values can "
+                         "still be read, but nothing more can be written; "
+                         "recreate the store");
+    if (*off == UINT64_MAX) {
         tes_stats usage;
         memset(&usage, 0, sizeof usage);
         tes__heap_usage(s, &usage);
-        tes__fail(err, TES_EFULL, 0,
-                  "the store has no room for a record of %llu bytes: its "
-                  "heap is %llu bytes, %llu in use by current values, "
-                  "%llu held by readers of older ones, %llu free (largest "
-                  "free run %llu); create a larger store",
-                  (unsigned long long)need,
-                  (unsigned long long)s->heap_bytes,
-                  (unsigned long long)usage.live_bytes,
-                  (unsigned long long)usage.retired_bytes,
-                  (unsigned long long)usage.free_bytes,
-                  (unsigned long long)usage.largest_free_bytes);
+        return tes__fail(err, TES_EFULL, 0,
+                         "the store has no room for a record of %llu bytes: "
+                         "its heap is %llu bytes, %llu in use by current "
+                         "values, %llu held by readers of older ones, %llu "
+                         "free (largest free run %llu); create a larger "
+                         "store",
+                         (unsigned long long)need,
+                         (unsigned long long)s->heap_bytes,
+                         (unsigned long long)usage.live_bytes,
+                         (unsigned long long)usage.retired_bytes,
+                         (unsigned long long)usage.free_bytes,
+                         (unsigned long long)usage.largest_free_bytes);
     }
-    return off;
+    return TES_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -1282,11 +1320,16 @@ static uint64_t tes__install(tes_store *s, uint32_t slot_index,
     /* release; pairs with the acquire load announced by readers */
     atomic_store_explicit(&h->generation, generation, memory_order_release);
 
-    if (old_ref) {
+    /* A slot that names no LIVE block of its own was damaged: leave the
+     * heap alone rather than write where it points. */
+    if (old_ref && tes__block_ok(s, old_ref - 1)) {
         tes__block *old = tes__block_at(s, old_ref - 1);
-        old->retired_generation = generation;
-        atomic_store_explicit(&old->state, TES__BLOCK_RETIRED,
-                              memory_order_release);
+        if (old->slot == slot_index &&
+            tes__block_state(old) == TES__BLOCK_LIVE) {
+            old->retired_generation = generation;
+            atomic_store_explicit(&old->state, TES__BLOCK_RETIRED,
+                                  memory_order_release);
+        }
     }
     h->publish_count++;
 
@@ -1330,12 +1373,13 @@ int tes_store_publish(tes_store *s, const char *key, size_t key_bytes,
             tes__unlock(s);
             return rc;
         }
-        off = tes__alloc_or_reclaim(s, need, &in_flight, err);
-        if (off != UINT64_MAX)
+        rc = tes__alloc_or_reclaim(s, need, &off, &in_flight, err);
+        if (rc == TES_OK)
             break;
         tes__unlock(s);
-        if (in_flight < need || waited_ns >= TES__FULL_PATIENCE_NS)
-            return TES_EFULL;
+        if (rc != TES_EFULL || in_flight < need ||
+            waited_ns >= TES__FULL_PATIENCE_NS)
+            return rc;
         struct timespec nap = {0, nap_ns};
         nanosleep(&nap, NULL);
         waited_ns += nap_ns;
@@ -1397,6 +1441,12 @@ int tes_store_region(tes_store *s, const char *name, size_t name_bytes,
 
     if ((rc = tes__check_key(name_bytes, err)) != TES_OK)
         return rc;
+    if (region_bytes == 0 || region_bytes > s->heap_bytes)
+        return tes__fail(err, TES_EFULL, 0,
+                         "a region of %llu bytes cannot fit a store whose "
+                         "heap is %llu bytes",
+                         (unsigned long long)region_bytes,
+                         (unsigned long long)s->heap_bytes);
     if ((rc = tes__lock(s, err)) != TES_OK)
         return rc;
     if ((rc = tes__claim_slot(s, TES__SLOT_REGION, name, name_bytes,
@@ -1411,7 +1461,12 @@ int tes_store_region(tes_store *s, const char *name, size_t name_bytes,
                        tes__key_area_bytes((uint32_t)name_bytes);
     if (ref) {
         tes__block *b = tes__block_at(s, ref - 1);
+        int ok = tes__block_ok(s, ref - 1) &&
+                 tes__block_state(b) == TES__BLOCK_REGION &&
+                 b->payload_bytes <= tes__block_size(b) - data_at;
         tes__unlock(s);
+        if (!ok)
+            return tes__fail(err, TES_ECORRUPT, 0, "region is damaged");
         if (b->payload_bytes < region_bytes)
             return tes__fail(err, TES_EINVAL, 0,
                              "region exists with %llu bytes, fewer than the "
@@ -1425,15 +1480,15 @@ int tes_store_region(tes_store *s, const char *name, size_t name_bytes,
 
     uint64_t need = data_at + tes__round_up(region_bytes,
                                             TES_RECORD_ALIGN_BYTES);
-    uint64_t in_flight;
-    uint64_t off = need <= s->heap_bytes
-                       ? tes__alloc_or_reclaim(s, need, &in_flight, err)
-                       : UINT64_MAX;
-    if (off == UINT64_MAX) {
+    uint64_t in_flight, off;
+    rc = need <= s->heap_bytes
+             ? tes__alloc_or_reclaim(s, need, &off, &in_flight, err)
+             : tes__fail(err, TES_EFULL, 0, "no room for a region of %llu "
+                         "bytes; create a larger store",
+                         (unsigned long long)region_bytes);
+    if (rc != TES_OK) {
         tes__unlock(s);
-        return tes__fail(err, TES_EFULL, 0,
-                         "no room for a region of %llu bytes; create a "
-                         "larger store", (unsigned long long)region_bytes);
+        return rc;
     }
     tes__block *b = tes__block_at(s, off);
     uint8_t *area = (uint8_t *)b + TES__BLOCK_HEADER_BYTES;
@@ -1587,6 +1642,11 @@ void tes_store_read_end(tes_store *s)
                           memory_order_release);
 }
 
+int tes_store_after_fork(tes_store *s, tes_error *err)
+{
+    return tes__ensure_reader(s, err);
+}
+
 int tes_store_pin(tes_store *s, uint64_t block_offset)
 {
     if (tes__ensure_reader(s, NULL) != TES_OK)
@@ -1725,7 +1785,7 @@ int tes_store_stats(tes_store *s, tes_stats *out, tes_error *err)
     out->heap_bytes = s->heap_bytes;
     out->generation = atomic_load_explicit(&h->generation,
                                            memory_order_acquire);
-    out->max_keys = s->slot_count * 3 / 4;
+    out->max_keys = s->max_keys;
     out->max_readers = s->reader_count;
     out->creator_pid = h->creator_pid;
     out->flags = h->flags;

@@ -232,6 +232,14 @@ int tes_store_read_begin(tes_store *store, uint32_t slot, tes_record *out,
 void tes_store_read_end(tes_store *store);
 
 /*
+ * In a child just forked: claims the child's own reader slot and copies the
+ * pins it inherited, so views it inherited stay valid after the parent
+ * drops them.  Call it as early in the child as possible.  Returns TES_OK
+ * or TES_EREADERS.
+ */
+int tes_store_after_fork(tes_store *store, tes_error *err);
+
+/*
  * Pins a record returned by the current read so its block is not reclaimed
  * until the matching tes_store_unpin.  Returns TES_OK or TES_EPINS when this
  * process already pins TES_PIN_SLOTS records; the caller then copies.

@@ -103,6 +103,7 @@ cdef extern from "store.h" nogil:
     int tes_store_read_begin(tes_store *store, uint32_t slot,
                              tes_record *out, tes_error *err)
     void tes_store_read_end(tes_store *store)
+    int tes_store_after_fork(tes_store *store, tes_error *err)
     int tes_store_pin(tes_store *store, uint64_t block_offset)
     void tes_store_unpin(tes_store *store, uint64_t block_offset)
     int tes_store_wait(tes_store *store, uint32_t slot, uint64_t after_version,
@@ -124,6 +125,7 @@ cdef class _Mapping:
     """Owns one attachment; unmapped when the last view of it is gone."""
     cdef tes_store *st
     cdef readonly str name
+    cdef object __weakref__
 
 
 cdef class _Entry:
@@ -140,6 +142,7 @@ cdef class Store:
     cdef dict _cache
     cdef readonly str name
     cdef bint _owner
+    cdef bint _unlinked
     cdef int _owner_pid
     cdef bint _allow_pickle
     cdef object __weakref__

@@ -205,12 +205,17 @@ cdef class _Writer:
 
 cdef int _encode_array(_Writer w, object arr) except -1:
     cdef const uint8_t[::1] raw
+    if isinstance(arr, np.ma.MaskedArray):
+        raise _EncodeError("masked arrays are not supported; store "
+                           "arr.filled() and the mask separately", TypeError)
     if arr.dtype.kind not in _ARRAY_KINDS or arr.dtype.fields is not None:
         raise _EncodeError(f"arrays of dtype {arr.dtype} are not supported; "
                            f"use a numeric or bool dtype", TypeError)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    arr = np.ascontiguousarray(arr)
+    # ascontiguousarray would turn a 0-d array into a 1-d one.
+    arr = np.array(arr, order="C", copy=not arr.flags.c_contiguous,
+                   subok=False)
     if arr.ndim > 32:
         raise _EncodeError("arrays of more than 32 dimensions are not "
                            "supported", TypeError)
@@ -255,9 +260,12 @@ cdef int _encode(_Writer w, object v, int depth) except -1:
     if isinstance(v, (bytes, bytearray)):
         return w.put_blob(TAG_BYTES, bytes(v))
     if isinstance(v, (list, tuple)):
+        # One pass over the items decides both the count and what is
+        # written, whatever a subclass's __len__ says.
+        items = list(v)
         w.put_u8(TAG_TUPLE if isinstance(v, tuple) else TAG_LIST)
-        w.put_u64(len(v))
-        for i, item in enumerate(v):
+        w.put_u64(len(items))
+        for i, item in enumerate(items):
             try:
                 _encode(w, item, depth + 1)
             except _EncodeError as e:
@@ -265,9 +273,10 @@ cdef int _encode(_Writer w, object v, int depth) except -1:
                 raise
         return 0
     if isinstance(v, dict):
+        pairs = list(dict.items(v))
         w.put_u8(TAG_DICT)
-        w.put_u64(len(v))
-        for k, item in v.items():
+        w.put_u64(len(pairs))
+        for k, item in pairs:
             if not isinstance(k, _KEY_TYPES):
                 e = _EncodeError(f"dict key of type {type(k).__name__} is "
                                  f"not supported; use str, int, float, "
@@ -514,6 +523,25 @@ cdef class _Entry:
 
 cdef object _MISSING = object()
 cdef object _owned = weakref.WeakSet()
+cdef object _mappings = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    # Copy the pins inherited with the parent's memory into this process's
+    # own reader slot before the parent can drop them.
+    # TODO(fork-pins): a parent that drops a view and sees its record
+    # reclaimed in the microseconds before this runs still wins that race;
+    # closing it needs the parent to hand its pins over before forking.
+    cdef tes_error err
+    cdef _Mapping m
+    for obj in list(_mappings):
+        m = <_Mapping>obj
+        if m.st != NULL:
+            tes_store_after_fork(m.st, &err)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 _lock = threading.RLock()
 
 
@@ -535,6 +563,8 @@ cdef bytes _name_bytes(object name):
         raise TypeError(f"store name must be a str, got "
                         f"{type(name).__name__}")
     b = (<str>name).encode("utf-8", "surrogatepass")
+    if b"\0" in b:
+        raise ValueError("store name must not contain NUL characters")
     if tes_store_check_name(b, &err) != TES_OK:
         _raise(&err)
     return b
@@ -579,9 +609,14 @@ cdef class Store:
         bname = _name_bytes(name)
         for arg, value in (("size", size), ("max_keys", max_keys),
                            ("max_readers", max_readers), ("mode", mode)):
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{arg} must be a non-negative int, got "
-                                 f"{value!r}")
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{arg} must be an int, got "
+                                f"{type(value).__name__}")
+            if value < 0:
+                raise ValueError(f"{arg} must not be negative, got {value}")
+        if not isinstance(allow_pickle, bool):
+            raise TypeError(f"allow_pickle must be True or False, got "
+                            f"{allow_pickle!r}")
         for arg, value, limit in (("size", size, 2**62),
                                   ("max_keys", max_keys, 2**24),
                                   ("max_readers", max_readers, 65536)):
@@ -606,6 +641,7 @@ cdef class Store:
         store._owner = True
         store._owner_pid = os.getpid()
         _owned.add(store)
+        _watch_exit()
         return store
 
     @staticmethod
@@ -634,6 +670,7 @@ cdef class Store:
         cdef _Mapping mapping = _Mapping.__new__(_Mapping)
         mapping.st = st
         mapping.name = name
+        _mappings.add(mapping)
         store._mapping = mapping
         store._st = st
         store._cache = {}
@@ -661,6 +698,12 @@ cdef class Store:
     def allow_pickle(self):
         return self._allow_pickle
 
+    @property
+    def creator_pid(self):
+        """The pid of the process that created the segment."""
+        self._check_open()
+        return tes_store_creator_pid(self._st)
+
     def close(self):
         """Detaches.  The creator also removes the segment.
 
@@ -684,14 +727,21 @@ cdef class Store:
         until they close.  Raises StoreNotFoundError if it is gone already.
         """
         cdef tes_error err
+        if self._unlinked:
+            return
         if tes_store_unlink(self.name.encode(), &err) != TES_OK:
             if err.code == TES_ENOENT and self._owner:
+                self._unlinked = True
                 return
             _raise(&err)
+        # The name may be taken by a new store from now on: never unlink
+        # it again from here.
+        self._unlinked = True
 
     def __dealloc__(self):
         cdef tes_error err
-        if self._st != NULL and self._owner and self._owner_pid == os.getpid():
+        if self._st != NULL and self._owner and not self._unlinked and \
+                self._owner_pid == os.getpid():
             tes_store_unlink(self.name.encode(), &err)
 
     def __enter__(self):
@@ -826,12 +876,24 @@ cdef class Store:
         cdef _Mapping mapping
         self._check_open()
         kb = _key_bytes(key)
-        if not isinstance(after_version, int) or after_version < 0:
-            raise ValueError(f"after_version must be a non-negative int, "
-                             f"got {after_version!r}")
+        if not isinstance(after_version, int) or isinstance(after_version,
+                                                            bool):
+            raise TypeError(f"after_version must be an int, got "
+                            f"{type(after_version).__name__}")
+        if not 0 <= after_version < 2**64:
+            raise ValueError(f"after_version must be 0 to 2**64-1, got "
+                             f"{after_version}")
         after = after_version
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
+        if timeout is not None:
+            if not isinstance(timeout, (int, float)) or isinstance(timeout,
+                                                                   bool):
+                raise TypeError(f"timeout must be a number of seconds or "
+                                f"None, got {type(timeout).__name__}")
+            if not timeout >= 0:
+                raise ValueError(f"timeout must be >= 0 seconds, got "
+                                 f"{timeout}")
+            if timeout == float("inf"):
+                timeout = None
         deadline = None if timeout is None else time.monotonic() + timeout
 
         while tes_store_lookup(self._st, kb, len(kb), &slot, &err) != TES_OK:
@@ -869,7 +931,10 @@ cdef class Store:
         out = []
         for i in range(tes_store_slot_count(self._st)):
             if tes_store_slot_key(self._st, i, buf, &n, &version):
-                out.append(buf[:n].decode("utf-8", "surrogatepass"))
+                try:
+                    out.append(buf[:n].decode("utf-8", "surrogatepass"))
+                except UnicodeDecodeError:
+                    raise CorruptStoreError(f"key slot {i} is damaged")
         return out
 
     def __iter__(self):
@@ -1022,9 +1087,11 @@ cdef class Store:
         cdef int rc
         self._check_open()
         nb = _key_bytes(name)
-        if size is not None and (not isinstance(size, int) or size <= 0):
-            raise ValueError(f"region size must be a positive int, got "
-                             f"{size!r}")
+        if size is not None and (not isinstance(size, int) or
+                                 isinstance(size, bool) or
+                                 not 0 < size < 2**62):
+            raise ValueError(f"region size must be a positive int below "
+                             f"2**62, got {size!r}")
         if not create:
             rc = tes_store_find_region(self._st, nb, len(nb), &offset,
                                        &found_bytes, &err)
@@ -1184,7 +1251,7 @@ cdef Store _discover():
             store = Store.attach(name)
         except (StoreError, PermissionError, FileExistsError, OSError):
             continue
-        if store.info()["creator_pid"] == pid:
+        if store.creator_pid == pid:
             return store
         store.close()
     return None
@@ -1216,10 +1283,29 @@ def default_store(create=False):
     if store is None and create:
         with _lock:
             if _default is None:
-                _default = Store.create(default_name())
+                _default = _create_default()
                 os.environ[ENV_VAR] = _default.name
             store = _default
     return store
+
+
+cdef Store _create_default():
+    name = default_name()
+    try:
+        return Store.create(name)
+    except FileExistsError:
+        pass
+    # A process that had this pid before us died and left its store: it
+    # is ours to replace.  A live creator's store is never touched.
+    for entry in list_stores():
+        if entry["name"] == name and not entry["creator_alive"]:
+            try:
+                Store.attach(name).unlink()
+            except (StoreError, OSError):
+                pass
+            return Store.create(name)
+    raise FileExistsError(f"a segment named {name} exists and its creator "
+                          f"is alive; remove it or use_store() another")
 
 
 def use_store(store):
@@ -1321,3 +1407,21 @@ def _remove_owned_at_exit():
             store.close()
         except Exception:
             pass
+
+
+cdef int _exit_watch_pid = 0
+
+
+cdef _watch_exit():
+    """Makes sure stores created here are removed when this process ends.
+
+    multiprocessing children leave through os._exit, which skips atexit but
+    runs multiprocessing's own finalizers first.
+    """
+    global _exit_watch_pid
+    if _exit_watch_pid == os.getpid():
+        return
+    _exit_watch_pid = os.getpid()
+    import multiprocessing.util
+    multiprocessing.util.Finalize(None, _remove_owned_at_exit,
+                                  exitpriority=-100)

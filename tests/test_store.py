@@ -502,3 +502,161 @@ def test_spline_comes_back_ready_and_zero_copy(store):
     np.testing.assert_array_equal(got(q, nu=1), fitted(q, nu=1))
     assert np.shares_memory(got.c, store._segment_array())
     assert not got.c.flags.writeable
+
+
+# ---------------------------------------------------------------- misuse
+
+def test_close_from_another_thread_during_wait(store):
+    store.set("k", 1)
+    outcome = []
+
+    def waiter():
+        try:
+            store.wait("k", 10**6, timeout=5)
+            outcome.append("returned")
+        except ValueError as e:
+            outcome.append(str(e))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.2)
+    store.close()
+    t.join(10)
+    assert not t.is_alive() and outcome and "closed" in outcome[0]
+
+
+def test_wait_rejects_nan_and_non_numbers(store):
+    store.set("k", 1)
+    with pytest.raises(ValueError, match="timeout"):
+        store.wait("k", 5, timeout=float("nan"))
+    with pytest.raises(TypeError, match="timeout"):
+        store.wait("k", 5, timeout="1")
+    with pytest.raises(ValueError, match="after_version"):
+        store.wait("k", 2**64, timeout=0)
+
+
+def test_container_whose_len_lies_publishes_what_it_iterates(store):
+    class Liar(list):
+        def __len__(self):
+            return 5
+
+    class LiarDict(dict):
+        def items(self):
+            return []
+
+    store.set("k", Liar([1]))
+    assert store["k"] == [1]
+    store.set("d", LiarDict(a=1))
+    assert store["d"] == {"a": 1}
+
+
+def test_zero_d_array_keeps_its_shape(store):
+    store.set("z", np.array(3.5))
+    assert store["z"].shape == () and store["z"] == 3.5
+
+
+def test_masked_arrays_are_refused_not_unmasked(store):
+    with pytest.raises(TypeError, match="masked arrays"):
+        store.set("m", np.ma.array([1.0, 2.0], mask=[0, 1]))
+
+
+def test_create_options_are_checked():
+    with pytest.raises(ValueError, match="NUL"):
+        Store.create("x\x00y")
+    with pytest.raises(TypeError, match="allow_pickle"):
+        Store.create(unique_name(), allow_pickle="no")
+    with pytest.raises(TypeError, match="size"):
+        Store.create(unique_name(), size=True)
+    with pytest.raises(ValueError, match="max_keys must be at most"):
+        Store.create(unique_name(), max_keys=2**32)
+
+
+def test_max_keys_is_exact():
+    with Store.create(unique_name(), size=1 << 20, max_keys=8,
+                      max_readers=4) as s:
+        for i in range(8):
+            s.set(f"k{i}", i)
+        with pytest.raises(StoreFullError, match="max_keys is 8"):
+            s.set("k8", 8)
+        assert s.info()["max_keys"] == 8
+
+
+def test_huge_region_is_refused(store):
+    with pytest.raises(ValueError, match="region size"):
+        store.region("r", 2**64 - 1)
+    with pytest.raises(StoreFullError, match="cannot fit"):
+        store.region("r", 2**40)
+
+
+def test_regions_are_found_without_creating(store):
+    with pytest.raises(KeyError):
+        store.region("r", create=False)
+    r = store.region("r", 100)
+    r[:3] = [1, 2, 3]
+    again = store.region("r", create=False)
+    assert len(again) == 100 and list(again[:3]) == [1, 2, 3]
+    with pytest.raises(ValueError, match="fewer than"):
+        store.region("r", 200, create=False)
+
+
+def test_close_after_unlink_spares_a_new_store_of_that_name():
+    name = unique_name("reuse")
+    first = Store.create(name, **SMALL)
+    first.unlink()
+    second = Store.create(name, **SMALL)
+    try:
+        second.set("x", "B")
+        first.close()
+        assert Store.attach(name)["x"] == "B"
+    finally:
+        second.close()
+
+
+def test_damaged_slot_pointer_is_not_followed_by_writers(store):
+    store.set("mykey", 1)
+    path = os.path.join(SHM, store.name)
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        slot = m.find(b"mykey\x00") - 40
+        m[slot + 8:slot + 16] = ((1 << 40) + 1).to_bytes(8, "little")
+    with pytest.raises(CorruptStoreError, match="outside the heap"):
+        store.get("mykey")
+    assert store.set("mykey", 2) and store["mykey"] == 2
+
+
+def test_damaged_heap_is_reported_not_called_full(store):
+    store.set("k", b"good")
+    path = os.path.join(SHM, store.name)
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        heap_offset = struct.unpack_from("<Q", m, 48)[0]
+        struct.pack_into("<Q", m, heap_offset + 8, 7)
+    with pytest.raises(CorruptStoreError, match="heap is damaged"):
+        for i in range(100_000):
+            store.set("k", bytes(i % 300))
+
+
+def test_view_inherited_through_fork_stays_unchanged():
+    s = Store.create(unique_name("fork"), size=4 << 20, max_keys=16)
+    try:
+        s.set("k", np.full(100_000, 7.0))
+        held = s["k"]
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            time.sleep(0.5)
+            os.write(w, b"1" if (held == 7.0).all() else b"0")
+            os._exit(0)
+        os.close(w)
+        del held
+        for i in range(100):
+            s.set("k", np.full(100_000, float(i)))
+            s.get("k")
+        s.reclaim()
+        for i in range(100):
+            s.set("k", np.full(100_000, float(i)))
+            s.get("k")
+        assert os.read(r, 1) == b"1"
+        os.close(r)
+        os.waitpid(pid, 0)
+    finally:
+        s.close()
