@@ -35,7 +35,27 @@ __version__ = "0.1.0"
 __all__ = [
     "CorruptStoreError", "FrozenDict", "FrozenList", "Handle", "Spline",
     "Store", "StoreError", "StoreFullError", "StoreNotFoundError",
-    "default_store", "delete_environment_data", "get_environment_data",
-    "list_stores", "remove_orphaned_stores", "set_environment_data",
-    "use_store",
+    "WorkerManager", "default_store", "delete_environment_data",
+    "get_environment_data", "initializer_args", "list_stores",
+    "pool_initializer", "read_workers", "remove_orphaned_stores", "serve",
+    "set_environment_data", "use_store",
 ]
+
+# The worker, registry and server layers load on first use, so that a
+# process that only reads configuration imports nothing more.
+_LAZY = {
+    "WorkerManager": "tesenv.workers",
+    "pool_initializer": "tesenv.workers",
+    "initializer_args": "tesenv.workers",
+    "read_workers": "tesenv.registry",
+    "serve": "tesenv.server",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tesenv' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

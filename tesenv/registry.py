@@ -58,9 +58,9 @@ class Registry:
     ValueError if the region holds something else.
     """
 
-    def __init__(self, store):
+    def __init__(self, store, create=True):
         self.store = store
-        self.region = store.region(REGION_NAME, REGION_BYTES)
+        self.region = store.region(REGION_NAME, REGION_BYTES, create=create)
         _telemetry.init_region(self.region)
 
     def register(self, worker_id, *, kind="process", pid=None):
@@ -177,15 +177,10 @@ def _is_live(entry):
 
 
 def read_workers(store, include_finished=True):
-    """Every worker registered in store, as ``Registry.workers`` gives them.
-
-    The first call on a store without a registry makes the (empty) region,
-    REGION_BYTES of the store's heap.  Returns [] if there is no room.
-    """
-    # TODO(region-probe): Store.region always creates; a way to look a
-    # region up without making it would let read-only callers skip this.
+    """Every worker registered in store, as ``Registry.workers`` gives them;
+    [] for a store that has no registry.  Never creates one."""
     try:
-        registry = Registry(store)
-    except StoreFullError:
+        registry = Registry(store, create=False)
+    except KeyError:
         return []
     return registry.workers(include_finished)
