@@ -56,6 +56,11 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define TES__FULL_FIRST_NAP_NS 20000
 #define TES__LOCK_PATIENCE_S 30
 
+/* A forked child takes over its hand-over slot as it starts; one left
+ * longer than this belonged to a child that died first. */
+#define TES__HANDOFF_PATIENCE_NS INT64_C(10000000000)
+#define TES__MAX_PENDING_HANDOFFS 16
+
 /* What tes__alloc returns when its walk meets a block that cannot be. */
 #define TES__HEAP_DAMAGED (UINT64_MAX - 1)
 
@@ -186,6 +191,15 @@ struct tes_store {
     uint32_t reader_count;
     uint32_t max_keys;
     uint32_t read_depth;        /* nested reads keep the outer announcement */
+
+    /* Reader slots filled with our pins for a child about to be forked,
+     * kept until the child takes them over or is seen not to. */
+    uint32_t handoff_index;     /* UINT32_MAX: no fork under way */
+    uint32_t pending_count;
+    struct {
+        uint32_t index;
+        uint64_t since_ns;
+    } pending[TES__MAX_PENDING_HANDOFFS];
 };
 
 /* ------------------------------------------------------------------------
@@ -371,22 +385,12 @@ static void tes__futex_wait(_Atomic uint32_t *word, uint32_t expected,
  * Reader slots.
  */
 
-/* Makes sure this process owns a reader slot, claiming a free one or one
- * whose process is dead.  After fork, the child claims its own slot and
- * copies the pins it inherited with its parent's memory.  Returns TES_OK or
- * TES_EREADERS. */
-static int tes__ensure_reader(tes_store *s, tes_error *err)
+/* Claims a reader slot for pid: a free one, or one whose process is dead.
+ * Fills it with the pins of copy_from (NULL: none).  Returns its index, or
+ * UINT32_MAX when every slot is held by a live process. */
+static uint32_t tes__claim_reader(tes_store *s, int32_t pid, uint64_t start,
+                                  const tes__reader *copy_from)
 {
-    int32_t me = (int32_t)getpid();
-    tes__reader *inherited = NULL;
-
-    if (s->reader_index != UINT32_MAX) {
-        if (s->reader_pid == me)
-            return TES_OK;
-        inherited = &s->readers[s->reader_index];
-    }
-
-    uint64_t my_start = tes__process_start(me);
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t i = 0; i < s->reader_count; i++) {
             tes__reader *r = &s->readers[i];
@@ -395,51 +399,43 @@ static int tes__ensure_reader(tes_store *s, tes_error *err)
             if (pass == 0 && owner != 0)
                 continue;
             if (pass == 1 &&
-                (owner == 0 || owner == me ||
+                (owner == 0 || owner == pid ||
                  tes__process_alive(owner, atomic_load_explicit(
                      &r->start_time, memory_order_relaxed))))
                 continue;
             if (!atomic_compare_exchange_strong_explicit(
-                    &r->pid, &owner, me, memory_order_acq_rel,
+                    &r->pid, &owner, pid, memory_order_acq_rel,
                     memory_order_relaxed))
                 continue;
 
             /* The slot is ours: clear what a dead owner left, then copy
-             * the pins inherited through fork. */
-            atomic_store_explicit(&r->start_time, my_start,
+             * the pins asked for. */
+            atomic_store_explicit(&r->start_time, start,
                                   memory_order_relaxed);
             atomic_store_explicit(&r->active, 0, memory_order_relaxed);
             for (int p = 0; p < TES_PIN_SLOTS; p++) {
                 uint64_t off = 0;
                 uint64_t count = 0;
-                if (inherited) {
+                if (copy_from) {
                     off = atomic_load_explicit(
-                        &inherited->pins[p].block_offset,
+                        &copy_from->pins[p].block_offset,
                         memory_order_relaxed);
-                    count = inherited->pins[p].count;
+                    count = copy_from->pins[p].count;
                 }
                 r->pins[p].count = count;
                 atomic_store_explicit(&r->pins[p].block_offset, off,
                                       memory_order_relaxed);
             }
             atomic_thread_fence(memory_order_release);
-            s->reader_index = i;
-            s->reader_pid = me;
-            s->read_depth = 0;
-            return TES_OK;
+            return i;
         }
     }
-    return tes__fail(err, TES_EREADERS, 0,
-                     "all %u reader slots of the store are held by live "
-                     "processes; create the store with more readers",
-                     s->reader_count);
+    return UINT32_MAX;
 }
 
-static void tes__release_reader(tes_store *s)
+/* Gives a reader slot back: its pins no longer hold anything. */
+static void tes__free_reader(tes__reader *r)
 {
-    if (s->reader_index == UINT32_MAX || s->reader_pid != (int32_t)getpid())
-        return;
-    tes__reader *r = &s->readers[s->reader_index];
     for (int p = 0; p < TES_PIN_SLOTS; p++) {
         r->pins[p].count = 0;
         atomic_store_explicit(&r->pins[p].block_offset, 0,
@@ -449,6 +445,63 @@ static void tes__release_reader(tes_store *s)
 
     /* release; pairs with the acquire CAS of the next claimer */
     atomic_store_explicit(&r->pid, 0, memory_order_release);
+}
+
+/* Releases hand-over slots that no child took within
+ * TES__HANDOFF_PATIENCE_NS (the child died first), and forgets those that
+ * were taken. */
+static void tes__sweep_handoffs(tes_store *s, int32_t me)
+{
+    uint64_t now = tes__now_ns();
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < s->pending_count; i++) {
+        tes__reader *r = &s->readers[s->pending[i].index];
+        if (atomic_load_explicit(&r->pid, memory_order_relaxed) != me)
+            continue;
+        if (now - s->pending[i].since_ns > TES__HANDOFF_PATIENCE_NS) {
+            tes__free_reader(r);
+            continue;
+        }
+        s->pending[kept++] = s->pending[i];
+    }
+    s->pending_count = kept;
+}
+
+/* Makes sure this process owns a reader slot.  After fork, a child that
+ * was not handed a slot claims its own and copies the pins it inherited
+ * with its parent's memory.  Returns TES_OK or TES_EREADERS. */
+static int tes__ensure_reader(tes_store *s, tes_error *err)
+{
+    int32_t me = (int32_t)getpid();
+    const tes__reader *inherited = NULL;
+
+    if (s->reader_index != UINT32_MAX) {
+        if (s->reader_pid == me) {
+            if (s->pending_count)
+                tes__sweep_handoffs(s, me);
+            return TES_OK;
+        }
+        inherited = &s->readers[s->reader_index];
+    }
+
+    s->pending_count = 0; /* the parent's, not ours */
+    uint32_t i = tes__claim_reader(s, me, tes__process_start(me), inherited);
+    if (i == UINT32_MAX)
+        return tes__fail(err, TES_EREADERS, 0,
+                         "all %u reader slots of the store are held by live "
+                         "processes; create the store with more readers",
+                         s->reader_count);
+    s->reader_index = i;
+    s->reader_pid = me;
+    s->read_depth = 0;
+    return TES_OK;
+}
+
+static void tes__release_reader(tes_store *s)
+{
+    if (s->reader_index == UINT32_MAX || s->reader_pid != (int32_t)getpid())
+        return;
+    tes__free_reader(&s->readers[s->reader_index]);
     s->reader_index = UINT32_MAX;
 }
 
@@ -536,6 +589,8 @@ static void tes__bind(tes_store *s, uint8_t *base, uint64_t size_bytes)
     s->slot_count = s->header->slot_count;
     s->reader_count = s->header->reader_count;
     s->max_keys = s->header->max_keys;
+    s->handoff_index = UINT32_MAX;
+    s->pending_count = 0;
     s->reader_index = UINT32_MAX;
     s->reader_pid = 0;
 }
@@ -1642,8 +1697,53 @@ void tes_store_read_end(tes_store *s)
                           memory_order_release);
 }
 
-int tes_store_after_fork(tes_store *s, tes_error *err)
+int tes_store_fork_prepare(tes_store *s)
 {
+    if (tes__ensure_reader(s, NULL) != TES_OK)
+        return TES_EREADERS;
+    s->handoff_index = tes__claim_reader(
+        s, s->reader_pid, tes__process_start(s->reader_pid),
+        &s->readers[s->reader_index]);
+    return s->handoff_index == UINT32_MAX ? TES_EREADERS : TES_OK;
+}
+
+void tes_store_fork_parent(tes_store *s)
+{
+    if (s->handoff_index == UINT32_MAX)
+        return;
+    if (s->pending_count < TES__MAX_PENDING_HANDOFFS) {
+        s->pending[s->pending_count].index = s->handoff_index;
+        s->pending[s->pending_count].since_ns = tes__now_ns();
+        s->pending_count++;
+    } else {
+        /* Too many children that never started: the child falls back to
+         * copying the pins into a slot of its own. */
+        tes__free_reader(&s->readers[s->handoff_index]);
+    }
+    s->handoff_index = UINT32_MAX;
+}
+
+int tes_store_fork_child(tes_store *s, tes_error *err)
+{
+    int32_t me = (int32_t)getpid();
+    uint32_t h = s->handoff_index;
+
+    s->handoff_index = UINT32_MAX;
+    s->pending_count = 0;
+    if (h != UINT32_MAX) {
+        tes__reader *r = &s->readers[h];
+        int32_t parent = s->reader_pid;
+        if (atomic_compare_exchange_strong_explicit(
+                &r->pid, &parent, me, memory_order_acq_rel,
+                memory_order_relaxed)) {
+            atomic_store_explicit(&r->start_time, tes__process_start(me),
+                                  memory_order_relaxed);
+            s->reader_index = h;
+            s->reader_pid = me;
+            s->read_depth = 0;
+            return TES_OK;
+        }
+    }
     return tes__ensure_reader(s, err);
 }
 

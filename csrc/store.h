@@ -232,12 +232,19 @@ int tes_store_read_begin(tes_store *store, uint32_t slot, tes_record *out,
 void tes_store_read_end(tes_store *store);
 
 /*
- * In a child just forked: claims the child's own reader slot and copies the
- * pins it inherited, so views it inherited stay valid after the parent
- * drops them.  Call it as early in the child as possible.  Returns TES_OK
- * or TES_EREADERS.
+ * Fork support, so that zero-copy views a child inherits stay valid even if
+ * the parent drops them at once.  Before fork, tes_store_fork_prepare fills
+ * a spare reader slot with this process's pins; after it, the child takes
+ * that slot over with tes_store_fork_child and the parent calls
+ * tes_store_fork_parent, which keeps the slot until the child has it (or,
+ * if the child dies first, for a few seconds).  A child forked without
+ * prepare copies its pins on first use instead, which leaves a short race.
+ * prepare returns TES_OK or TES_EREADERS (then no hand-over is made);
+ * fork_child returns TES_OK or TES_EREADERS.
  */
-int tes_store_after_fork(tes_store *store, tes_error *err);
+int tes_store_fork_prepare(tes_store *store);
+void tes_store_fork_parent(tes_store *store);
+int tes_store_fork_child(tes_store *store, tes_error *err);
 
 /*
  * Pins a record returned by the current read so its block is not reclaimed

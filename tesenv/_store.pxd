@@ -103,7 +103,9 @@ cdef extern from "store.h" nogil:
     int tes_store_read_begin(tes_store *store, uint32_t slot,
                              tes_record *out, tes_error *err)
     void tes_store_read_end(tes_store *store)
-    int tes_store_after_fork(tes_store *store, tes_error *err)
+    int tes_store_fork_prepare(tes_store *store)
+    void tes_store_fork_parent(tes_store *store)
+    int tes_store_fork_child(tes_store *store, tes_error *err)
     int tes_store_pin(tes_store *store, uint64_t block_offset)
     void tes_store_unpin(tes_store *store, uint64_t block_offset)
     int tes_store_wait(tes_store *store, uint32_t slot, uint64_t after_version,

@@ -526,22 +526,39 @@ cdef object _owned = weakref.WeakSet()
 cdef object _mappings = weakref.WeakSet()
 
 
+# A forked child inherits every view its parent holds.  Before the fork the
+# parent fills a spare reader slot with its pins; the child takes it over as
+# it starts, so those records stay pinned whatever the parent does next.
+
+def _before_fork():
+    cdef _Mapping m
+    for obj in list(_mappings):
+        m = <_Mapping>obj
+        if m.st != NULL:
+            tes_store_fork_prepare(m.st)
+
+
+def _after_fork_in_parent():
+    cdef _Mapping m
+    for obj in list(_mappings):
+        m = <_Mapping>obj
+        if m.st != NULL:
+            tes_store_fork_parent(m.st)
+
+
 def _after_fork_in_child():
-    # Copy the pins inherited with the parent's memory into this process's
-    # own reader slot before the parent can drop them.
-    # TODO(fork-pins): a parent that drops a view and sees its record
-    # reclaimed in the microseconds before this runs still wins that race;
-    # closing it needs the parent to hand its pins over before forking.
     cdef tes_error err
     cdef _Mapping m
     for obj in list(_mappings):
         m = <_Mapping>obj
         if m.st != NULL:
-            tes_store_after_fork(m.st, &err)
+            tes_store_fork_child(m.st, &err)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork,
+                        after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 _lock = threading.RLock()
 
 
