@@ -647,16 +647,18 @@ def test_view_inherited_through_fork_stays_unchanged():
             os.write(w, b"1" if (held == 7.0).all() else b"0")
             os._exit(0)
         os.close(w)
-        del held
-        for i in range(100):
-            s.set("k", np.full(100_000, float(i)))
-            s.get("k")
-        s.reclaim()
-        for i in range(100):
-            s.set("k", np.full(100_000, float(i)))
-            s.get("k")
-        assert os.read(r, 1) == b"1"
-        os.close(r)
-        os.waitpid(pid, 0)
+        try:
+            del held
+            for i in range(100):
+                s.set("k", np.full(100_000, float(i)))
+                s.get("k")
+            s.reclaim()
+            for i in range(100):
+                s.set("k", np.full(100_000, float(i)))
+                s.get("k")
+            assert os.read(r, 1) == b"1"
+        finally:
+            os.close(r)
+            os.waitpid(pid, 0)
     finally:
         s.close()
