@@ -110,29 +110,19 @@ def array_read(store, number):
 # Each reader reports the version it saw through `acked`, and the publisher
 # waits for that before the next round, so no two publishes ever merge.
 
-def _spin_reader(name, ready, acked, out, rounds):
+def _reader(name, ready, acked, out, rounds, blocking):
+    """Sees each publish of "t" by spinning on version() or by wait()."""
     s = Store.attach(name)
     last = s.version("t")
     ready.set()
     lags = []
     for _ in range(rounds):
-        while True:
-            v = s.version("t")
-            if v != last:
-                break
-        seen = time.perf_counter_ns()
-        lags.append(seen - s["t"])
-        last = acked.value = v
-    out.put(lags)
-
-
-def _wait_reader(name, ready, acked, out, rounds):
-    s = Store.attach(name)
-    last = s.version("t")
-    ready.set()
-    lags = []
-    for _ in range(rounds):
-        last = s.wait("t", last, timeout=10)
+        if blocking:
+            last = s.wait("t", last, timeout=10)
+        else:
+            while s.version("t") == last:
+                pass
+            last = s.version("t")
         seen = time.perf_counter_ns()
         lags.append(seen - s["t"])
         acked.value = last
@@ -164,13 +154,12 @@ def propagation(rounds):
     ctx = mp.get_context("fork")
     out = {}
     with Store.create(size=8 << 20, max_keys=64) as s:
-        for label, target in (("spin_version", _spin_reader),
-                              ("wait", _wait_reader)):
+        for label, blocking in (("spin_version", False), ("wait", True)):
             s.set("t", time.perf_counter_ns())
             ready, q = ctx.Event(), ctx.Queue()
             acked = ctx.Value("Q", 0, lock=False)
-            p = ctx.Process(target=target,
-                            args=(s.name, ready, acked, q, rounds))
+            p = ctx.Process(target=_reader,
+                            args=(s.name, ready, acked, q, rounds, blocking))
             p.start()
             try:
                 ready.wait(30)

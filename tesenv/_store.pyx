@@ -18,7 +18,7 @@ import weakref
 import numpy as np
 
 cimport cython
-from cpython.buffer cimport PyBUF_WRITABLE
+from cpython.buffer cimport PyBuffer_FillInfo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.exc cimport PyErr_CheckSignals
@@ -326,27 +326,10 @@ cdef class _Pin:
     cdef uint64_t block_offset
     cdef const uint8_t *payload
     cdef Py_ssize_t payload_bytes
-    cdef int pid
-    cdef Py_ssize_t shape[1]
 
     def __getbuffer__(self, Py_buffer *view, int flags):
-        if flags & PyBUF_WRITABLE:
-            raise BufferError("values read from a tesenv store are read-only")
-        self.shape[0] = self.payload_bytes
-        view.buf = <void *>self.payload
-        view.obj = self
-        view.len = self.payload_bytes
-        view.readonly = 1
-        view.itemsize = 1
-        view.format = NULL
-        view.ndim = 1
-        view.shape = self.shape
-        view.strides = NULL
-        view.suboffsets = NULL
-        view.internal = NULL
-
-    def __releasebuffer__(self, Py_buffer *view):
-        pass
+        PyBuffer_FillInfo(view, self, <void *>self.payload,
+                          self.payload_bytes, 1, flags)
 
     def __dealloc__(self):
         # A pin inherited through fork belongs to the parent's reader slot;
@@ -1141,7 +1124,6 @@ cdef class _SegmentView:
     """A buffer over a whole segment that keeps its mapping alive."""
     cdef _Mapping mapping
     cdef bint writable
-    cdef Py_ssize_t shape[1]
 
     @staticmethod
     cdef _SegmentView of(_Mapping mapping, bint writable):
@@ -1151,23 +1133,9 @@ cdef class _SegmentView:
         return v
 
     def __getbuffer__(self, Py_buffer *view, int flags):
-        if (flags & PyBUF_WRITABLE) and not self.writable:
-            raise BufferError("this view of the segment is read-only")
-        self.shape[0] = <Py_ssize_t>tes_store_size(self.mapping.st)
-        view.buf = <void *>tes_store_base(self.mapping.st)
-        view.obj = self
-        view.len = self.shape[0]
-        view.readonly = not self.writable
-        view.itemsize = 1
-        view.format = NULL
-        view.ndim = 1
-        view.shape = self.shape
-        view.strides = NULL
-        view.suboffsets = NULL
-        view.internal = NULL
-
-    def __releasebuffer__(self, Py_buffer *view):
-        pass
+        PyBuffer_FillInfo(view, self, <void *>tes_store_base(self.mapping.st),
+                          <Py_ssize_t>tes_store_size(self.mapping.st),
+                          not self.writable, flags)
 
 
 cdef class Handle:
