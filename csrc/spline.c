@@ -90,8 +90,11 @@ poly_integral(const double *a, int32_t order, double t)
 
 /*
  * Returns the largest i in [lo, lo + len) with x[i] <= q, or lo when there
- * is none; len >= 1. Branch-free so that random queries do not pay for
- * mispredicted comparisons: the select compiles to a conditional move.
+ * is none or len is 0. Whatever x and q hold (unsorted, NaN), the result
+ * stays in [lo, lo + len - 1] for len >= 1: each step only moves base
+ * within the remaining range. Branch-free so that random queries do not
+ * pay for mispredicted comparisons: the select compiles to a conditional
+ * move.
  */
 static inline int64_t
 bisect(const double *x, int64_t lo, int64_t len, double q)
@@ -109,8 +112,9 @@ bisect(const double *x, int64_t lo, int64_t len, double q)
 
 /*
  * Returns the row for q among n >= 2 breakpoints: the largest i with
- * x[i] <= q, or 0 below x[0]; q must not be NaN. The hint row and the one
- * after it are tried first, which makes sorted queries nearly free.
+ * x[i] <= q, or 0 below x[0]. The hint row and the one after it are tried
+ * first, which makes sorted queries nearly free. Any hint, q and x
+ * content give a row in [0, n - 1].
  */
 static inline int64_t
 find_row(const double *x, int64_t n, double q, int64_t hint)
@@ -125,6 +129,29 @@ find_row(const double *x, int64_t n, double q, int64_t hint)
         return bisect(x, hint + 2, n - hint - 2, q);
     }
     return bisect(x, 0, hint, q);
+}
+
+/*
+ * Returns the breakpoints in use for a curve: count[curve] when it lies in
+ * [2, nmax], else nmax. The count may sit in shared memory that another
+ * process rewrites, so it is read exactly once: a relaxed atomic load,
+ * which orders nothing and pairs with nothing, only stops the compiler
+ * from loading it again after the check. The check is one unsigned
+ * compare (counts below 2 wrap to huge values), as it sits on the path of
+ * every single-point evaluation.
+ */
+static inline int64_t
+curve_rows(const tes_spline *s, int64_t curve)
+{
+#if defined(__GNUC__)
+    int64_t n = __atomic_load_n(s->count + curve, __ATOMIC_RELAXED);
+#else
+    int64_t n = s->count[curve];
+#endif
+
+    if ((uint64_t)n - 2 > (uint64_t)s->nmax - 2)
+        n = s->nmax;
+    return n;
 }
 
 /* Returns q moved by whole periods into [lo, hi); q must be finite. */
@@ -197,7 +224,8 @@ hermite_rows(const double *x, const double *y, const double *s, int64_t n,
 /*
  * Factors a tridiagonal matrix in place without pivoting: sub[i] (row i,
  * column i-1; sub[0] unused) becomes the elimination multiplier, diag the
- * reciprocals of the pivots. Returns TES_SPLINE_OK, or TES_SPLINE_ESINGULAR on a zero pivot.
+ * reciprocals of the pivots. Returns TES_SPLINE_OK, or
+ * TES_SPLINE_ESINGULAR on a zero pivot.
  * The matrices built here are diagonally dominant or close to it, which is
  * what makes elimination without pivoting safe.
  */
@@ -922,6 +950,12 @@ eval_curve(const double *xr, const double *cr, int64_t n, int32_t order,
     return poly_eval(cr + i * order, order, nu, q - xr[i]);
 }
 
+int64_t
+tes_spline_rows(const tes_spline *s, int64_t curve)
+{
+    return curve_rows(s, curve);
+}
+
 double
 tes_spline_eval_point(const tes_spline *s, int64_t curve, double q,
                       int32_t nu, int64_t *hint)
@@ -929,8 +963,8 @@ tes_spline_eval_point(const tes_spline *s, int64_t curve, double q,
     const double *xr = s->x + (s->shared_x ? 0 : curve * s->nmax);
     const double *cr = s->c + curve * s->nmax * s->order;
 
-    return eval_curve(xr, cr, s->count[curve], s->order, s->extrapolate, q,
-                      nu, hint);
+    return eval_curve(xr, cr, curve_rows(s, curve), s->order,
+                      s->extrapolate, q, nu, hint);
 }
 
 int
@@ -938,24 +972,27 @@ tes_spline_in_domain(const tes_spline *s, int64_t curve, double q)
 {
     const double *xr = s->x + (s->shared_x ? 0 : curve * s->nmax);
 
-    return q != q || (q >= xr[0] && q <= xr[s->count[curve] - 1]);
+    return q != q || (q >= xr[0] && q <= xr[curve_rows(s, curve) - 1]);
 }
 
 /*
  * Returns the row for q, lo <= q <= hi, trying in turn: the row after
  * prev (sorted queries that just crossed a breakpoint), the row a uniform
  * grid would put q in (random queries on even spacing), then bisection.
+ * Any x content gives a row in [0, n - 1].
  */
 static inline int64_t
 locate_row(const double *xr, int64_t n, double q, int64_t prev,
            double lo, double rows_per_unit)
 {
-    int64_t g = (int64_t)((q - lo) * rows_per_unit), next = prev + 1;
+    double guess = (q - lo) * rows_per_unit;
+    int64_t g, next = prev + 1;
 
-    if (g > n - 2)
-        g = n - 2;
-    if (g < 0)
-        g = 0;
+    /* Clamped while still a double: damaged breakpoints can make the
+     * guess NaN or huge, and converting such a value to an integer is
+     * undefined. The first test is false for NaN, sending it to n - 2. */
+    guess = (guess < (double)(n - 2)) ? guess : (double)(n - 2);
+    g = (guess > 0.0) ? (int64_t)guess : 0;
     if ((xr[g] <= q) & (q < xr[g + 1]))
         return g;
     if (next < n - 1 && (xr[next] <= q) & (q < xr[next + 1]))
@@ -1135,7 +1172,7 @@ eval_shared(const tes_spline *s, const double *q, int64_t nq, int32_t nu,
             double *out, int64_t *bad)
 {
     const double *xr = s->x;
-    int64_t n = s->count[0], nc = s->ncurves, hint = 0, k, j;
+    int64_t n = curve_rows(s, 0), nc = s->ncurves, hint = 0, k, j;
     int64_t curve_step = s->nmax * s->order;
     int32_t order = s->order, ext = s->extrapolate;
     double lo = xr[0], hi = xr[n - 1];
@@ -1195,7 +1232,7 @@ tes_spline_eval(const tes_spline *s, const double *q, int64_t nq,
     for (j = 0; j < nc && rc == TES_SPLINE_OK; j++) {
         const double *xr = s->x + (s->shared_x ? 0 : j * s->nmax);
         const double *cr = s->c + j * s->nmax * s->order;
-        int64_t n = s->count[j];
+        int64_t n = curve_rows(s, j);
 
         rc = eval_one_curve(xr, cr, n, s->order, s->extrapolate, q, nq, nu,
                             out + j, nc, bad);
@@ -1227,7 +1264,9 @@ integrate_pieces(const double *xr, const double *cr, int64_t n,
     }
     ia = find_row(xr, n, a, 0);
     ib = find_row(xr, n, b, ia);
-    if (ia == ib)
+    /* ib < ia only when x is damaged (not increasing); one piece then
+     * keeps the loop below from reading x[n]. */
+    if (ib <= ia)
         return sign * (poly_integral(cr + ia * order, order, b - xr[ia]) -
                        poly_integral(cr + ia * order, order, a - xr[ia]));
     sum = poly_integral(cr + ia * order, order, xr[ia + 1] - xr[ia]) -
@@ -1302,7 +1341,7 @@ tes_spline_integrate(const tes_spline *s, double a, double b, double *out)
     for (j = 0; j < s->ncurves; j++) {
         const double *xr = s->x + (s->shared_x ? 0 : j * s->nmax);
         const double *cr = s->c + j * s->nmax * s->order;
-        int64_t n = s->count[j];
+        int64_t n = curve_rows(s, j);
 
         if (s->extrapolate == TES_SPLINE_EXT_RAISE &&
             (!tes_spline_in_domain(s, j, a) ||

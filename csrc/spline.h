@@ -31,6 +31,19 @@
  * query outside a curve's breakpoints. A NaN query gives NaN in every mode.
  * The arrays may be read-only and shared between processes: evaluation
  * only reads them. Callers own all memory passed in.
+ *
+ * What evaluation trusts. The fields of tes_spline describe allocations
+ * and are trusted: x holds (shared_x ? 1 : ncurves) * nmax doubles, c
+ * holds ncurves * nmax * order, count holds ncurves; ncurves >= 1,
+ * nmax >= 2 and 2 <= order <= TES_SPLINE_MAX_ORDER. The contents of the
+ * three arrays are not: they may live in shared memory that another
+ * process rewrites while a read is in progress. Every evaluator reads
+ * each count once and uses nmax instead when it is outside [2, nmax]
+ * (tes_spline_rows), and derives every row index from that count alone,
+ * whatever x holds: unsorted, repeated or NaN breakpoints give
+ * meaningless numbers, never an access outside the arrays. The fitter
+ * and tes_spline_check_x establish the documented layout; these checks
+ * only keep a damaged one harmless.
  */
 #ifndef TES_SPLINE_H
 #define TES_SPLINE_H
@@ -143,6 +156,14 @@ int64_t tes_spline_check_x(const double *x, int64_t n);
 int tes_spline_fit(const tes_spline_fit_opts *opts, const double *x,
                    const double *y, int64_t n, double *x_out, double *c_out,
                    int64_t *count_out);
+
+/*
+ * Returns the number of breakpoints evaluation uses for curve `curve`
+ * (0 <= curve < ncurves): count[curve], read once, or nmax when that is
+ * outside [2, nmax].
+ * Equal to count[curve] for any spline the fitter wrote. Never fails.
+ */
+int64_t tes_spline_rows(const tes_spline *s, int64_t curve);
 
 /*
  * Returns the nu-th derivative (0 .. 3) of curve `curve` at q. The
