@@ -72,6 +72,7 @@ cdef extern from "spline.h" nogil:
     int64_t tes_spline_fit_rows(int32_t kind, int32_t degree,
                                 int64_t n) noexcept
     int64_t tes_spline_check_x(const double *x, int64_t n) noexcept
+    int64_t tes_spline_rows(const tes_spline *s, int64_t curve) noexcept
     int tes_spline_fit(const tes_spline_fit_opts *opts, const double *x,
                        const double *y, int64_t n, double *x_out,
                        double *c_out, int64_t *count_out) noexcept
@@ -88,7 +89,8 @@ cdef extern from "spline.h" nogil:
 
 cdef class Spline:
     # The C view of the fitted curves; its pointers stay valid for as long
-    # as the Spline lives (it holds the arrays).
+    # as the Spline lives (it holds the arrays, and is never refitted).
+    # Before fitting it points at a placeholder curve that gives NaN.
     cdef tes_spline view
     # Row to try first in the scalar path; any value is safe.
     cdef int64_t hint
@@ -106,6 +108,9 @@ cdef class Spline:
     cdef int _adopt(self, int32_t kind_id, int32_t ext_id, int32_t degree,
                     bint two_d, tension, x_arr, c_arr,
                     count_arr) except -1
+
+    # Raises ValueError for a Spline made by __new__ and never fitted.
+    cdef int _require_fitted(self) except -1
 
     # Value (nu = 0) or derivative of curve 0 at q; RAISE behaves as
     # extrapolation here, check in_domain first where that matters.

@@ -8,9 +8,11 @@ without refitting.
 """
 
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
-from cpython.long cimport PyLong_CheckExact
-from libc.math cimport isfinite, fabs
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
+from libc.math cimport NAN, isfinite, fabs
 from libc.stdint cimport int32_t, int64_t
+
+import numbers
 
 import numpy as np
 
@@ -23,6 +25,11 @@ EXTRAPOLATE_MODES = ("extrapolate", "clip", "nan", "raise", "periodic")
 
 MISSING_MODES = ("raise", "drop")
 
+# Options that only some kinds use; giving one to another kind is an error
+# rather than silently ignored.
+KIND_OPTIONS = {"k": ("bspline",), "bc": ("clamped",), "dydx": ("hermite",),
+                "tension": ("catmull-rom",)}
+
 # Version of the parts written by _store_parts; bump on layout changes.
 STORE_FORMAT = "tesenv.spline"
 STORE_VERSION = 1
@@ -34,6 +41,16 @@ cdef double PERIODIC_END_TOL = 1e-15
 # Arrays with fewer values than this are evaluated holding the GIL: the
 # release and reacquisition cost more than the work.
 cdef int64_t NOGIL_MIN_VALUES = 256
+
+# What an unfitted Spline (made by __new__ alone) points its view at, so
+# that the nogil entry points read valid memory: one linear piece of NaN.
+cdef double UNFITTED_X[2]
+cdef double UNFITTED_C[4]
+cdef int64_t UNFITTED_COUNT[1]
+UNFITTED_X[0] = 0.0
+UNFITTED_X[1] = 1.0
+UNFITTED_C[:] = [NAN, NAN, NAN, NAN]
+UNFITTED_COUNT[0] = 2
 
 # Fitting errors found in nogil code, besides the C TES_SPLINE_E* codes.
 cdef enum:
@@ -161,13 +178,77 @@ def _float_array(name, value):
     return np.asarray(arr, dtype=np.float64, order="C")
 
 
-def _mode_index(value, choices, what):
+def _mode_index(value, choices, what, also=""):
     """Returns the index of value among choices, or raises ValueError
-    listing the valid ones."""
+    listing the valid ones (and `also`, other accepted spellings)."""
     if isinstance(value, str) and value in choices:
         return choices.index(value)
     valid = ", ".join(repr(c) for c in choices)
-    raise ValueError(f"unknown {what} {value!r}; valid: {valid}")
+    raise ValueError(f"unknown {what} {value!r}; valid: {valid}{also}")
+
+
+def _is_int(value):
+    """True for Python and numpy integers, False for bools."""
+    return (isinstance(value, (int, np.integer))
+            and not isinstance(value, bool))
+
+
+def _check_kind_options(kind, given):
+    """Raises ValueError naming the first option in `given` (name: value,
+    None meaning not given) that kind does not use."""
+    for name, value in given.items():
+        kinds = KIND_OPTIONS[name]
+        if value is not None and kind not in kinds:
+            where = " or ".join(repr(k) for k in kinds)
+            raise ValueError(f"option {name} applies to kind {where} only; "
+                             f"got {name}={value!r} with kind {kind!r}")
+
+
+def _bspline_degree(k):
+    """Returns the B-spline degree k (None means 3) as an int, or raises
+    TypeError / ValueError."""
+    if k is None:
+        return 3
+    if not _is_int(k):
+        raise TypeError(f"B-spline degree k must be an int from 1 to 5; got "
+                        f"{k!r} ({type(k).__name__})")
+    if not 1 <= k <= 5:
+        raise ValueError(f"B-spline degree k must be 1..5; got {k!r}")
+    return int(k)
+
+
+def _tension(value):
+    """Returns the Catmull-Rom tension (None means 0.0) as a float in
+    [0, 1], or raises TypeError / ValueError."""
+    if value is None:
+        return 0.0
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value,
+                                                            numbers.Real):
+        raise TypeError(f"tension must be a real number in [0, 1]; got "
+                        f"{value!r} ({type(value).__name__})")
+    tension = float(value)
+    if not 0.0 <= tension <= 1.0:
+        raise ValueError(f"tension must be in [0, 1]; got {tension!r}")
+    return tension
+
+
+cdef inline int32_t derivative_order(nu) except -1:
+    """Returns nu as the derivative order 0..3; TypeError unless nu is an
+    int (bools and floats included), ValueError out of range."""
+    cdef int overflow = 0
+    cdef long value
+
+    # Checked on every call: the exact-int case costs no Python calls.
+    if PyLong_CheckExact(nu):
+        value = PyLong_AsLongAndOverflow(nu, &overflow)
+        if overflow == 0 and 0 <= value <= TES_SPLINE_MAX_NU:
+            return <int32_t>value
+    elif not _is_int(nu):
+        raise TypeError(f"derivative order nu must be an int from 0 to 3; "
+                        f"got {nu!r} ({type(nu).__name__})")
+    elif 0 <= nu <= TES_SPLINE_MAX_NU:
+        return <int32_t>int(nu)
+    raise ValueError(f"derivative order nu must be 0..3; got {nu!r}")
 
 
 def _per_curve(name, value, int64_t ncurves):
@@ -185,8 +266,8 @@ def _spline_from_parts(meta, arrays):
 
 
 cdef class Spline:
-    """Spline(x, y, kind='not-a-knot', *, k=3, bc=None, dydx=None,
-    tension=0.0, extrapolate=None, missing='raise')
+    """Spline(x, y, kind='not-a-knot', *, k=None, bc=None, dydx=None,
+    tension=None, extrapolate=None, missing='raise')
 
     A fitted curve, or a batch of curves sharing x, evaluated in C.
 
@@ -196,14 +277,16 @@ cdef class Spline:
         'periodic' (C2 cubics with that end condition, as SciPy's
         CubicSpline), 'pchip', 'akima', 'makima', 'steffen' (monotone,
         Steffen 1990), 'catmull-rom', 'bspline', 'hermite'.
-    k : B-spline degree, 1 to 5 ('bspline' only; SciPy's
-        make_interp_spline with its default knots).
+    k : B-spline degree, an int from 1 to 5, default 3 ('bspline' only;
+        SciPy's make_interp_spline with its default knots).
     bc : (slope_left, slope_right) for 'clamped': the first derivative at
         x[0] and at x[-1]; each a number or one per curve.
     dydx : slopes at x for 'hermite', shaped like y.
-    tension : 'catmull-rom' only, 0 (Catmull-Rom) to 1 (flat tangents);
-        the slope at x[i] is (1 - tension) times the secant through its
-        neighbours, the one-sided secant at the ends.
+    tension : 'catmull-rom' only, 0 (Catmull-Rom, the default) to 1 (flat
+        tangents); the slope at x[i] is (1 - tension) times the secant
+        through its neighbours, the one-sided secant at the ends.
+        Giving k, bc, dydx or tension to a kind that does not use it is a
+        ValueError.
     extrapolate : outside [x[0], x[-1]]: 'extrapolate' (continue the end
         pieces; the default), 'clip' (hold the end value, derivatives 0),
         'nan', 'raise' (ValueError naming the query) or 'periodic'. The
@@ -213,20 +296,42 @@ cdef class Spline:
     missing : 'raise' (default) refuses NaN or inf in y; 'drop' fits each
         curve on its own finite points.
 
-    s(q, nu=0) gives the nu-th derivative (0..3) at q: a float for a float
-    and one curve, else an array shaped like q, with a trailing axis of one
-    entry per curve when y was 2-D. s.integrate(a, b) gives the definite
-    integral. Results are float64 whatever the input float type.
+    s(q, nu=0) gives the nu-th derivative (nu an int, 0..3) at q: a float
+    for a float and one curve, else an array shaped like q, with a trailing
+    axis of one entry per curve when y was 2-D. s.integrate(a, b) gives the
+    definite integral. Results are float64 whatever the input float type.
+
+    A Spline is immutable: x, c and counts are read-only, and evaluation
+    stays within its arrays whatever they hold.
     """
 
-    def __init__(self, x, y, kind="not-a-knot", *, k=3, bc=None, dydx=None,
-                 tension=0.0, extrapolate=None, missing="raise"):
+    def __cinit__(self):
+        self.view.x = UNFITTED_X
+        self.view.c = UNFITTED_C
+        self.view.count = UNFITTED_COUNT
+        self.view.ncurves = 1
+        self.view.nmax = 2
+        self.view.order = 2
+        self.view.shared_x = 1
+        self.view.extrapolate = TES_SPLINE_EXT_NAN
+        self.view.reserved = 0
+        self.ncurves = 1
+
+    def __init__(self, x, y, kind="not-a-knot", *, k=None, bc=None,
+                 dydx=None, tension=None, extrapolate=None, missing="raise"):
         cdef FitJob job
         cdef int32_t kind_id, degree, order
         cdef int64_t n, ncurves, nmax, bad, rc
 
+        # 0. Refitting would free arrays that a nogil evaluation in another
+        #    thread may still be reading.
+        if self.x_arr is not None:
+            raise TypeError("a Spline cannot be fitted again; make a new one")
+
         # 1. Options.
         kind_id = _mode_index(kind, KINDS, "curve kind")
+        _check_kind_options(kind, {"k": k, "bc": bc, "dydx": dydx,
+                                   "tension": tension})
         missing_id = _mode_index(missing, MISSING_MODES, "missing mode")
         if extrapolate is None:
             extrapolate = "periodic" if kind == "periodic" else "extrapolate"
@@ -234,17 +339,16 @@ cdef class Spline:
             extrapolate = "extrapolate"
         elif extrapolate is False:
             extrapolate = "nan"
-        ext_id = _mode_index(extrapolate, EXTRAPOLATE_MODES, "extrapolate mode")
+        ext_id = _mode_index(
+            extrapolate, EXTRAPOLATE_MODES, "extrapolate mode",
+            ", or True ('extrapolate'), False ('nan') or None (the kind's "
+            "default)")
         degree = 3
         if kind_id == TES_SPLINE_BSPLINE:
-            if not isinstance(k, (int, np.integer)) or not 1 <= k <= 5:
-                raise ValueError(f"B-spline degree k must be 1..5; got {k!r}")
-            degree = k
+            degree = _bspline_degree(k)
         order = tes_spline_order(kind_id, degree)
         if kind_id == TES_SPLINE_CATMULL_ROM:
-            tension = float(tension)
-            if not 0.0 <= tension <= 1.0:
-                raise ValueError(f"tension must be in [0, 1]; got {tension}")
+            tension = _tension(tension)
 
         # 2. Data.
         xa = _float_array("x", x)
@@ -378,10 +482,20 @@ cdef class Spline:
     cdef int _adopt(self, int32_t kind_id, int32_t ext_id, int32_t degree,
                     bint two_d, tension, x_arr, c_arr,
                     count_arr) except -1:
-        """Points the C view at the arrays and keeps them alive."""
-        cdef const double[:, ::1] xv = x_arr
-        cdef const double[:, :, ::1] cv = c_arr
-        cdef const int64_t[::1] nv = count_arr
+        """Points the C view at the arrays and keeps them alive. Keeps
+        read-only views, so that nothing reached through this Spline can
+        change them (their owner still can: see spline.h on what the
+        kernels trust)."""
+        cdef const double[:, ::1] xv
+        cdef const double[:, :, ::1] cv
+        cdef const int64_t[::1] nv
+
+        x_arr, c_arr, count_arr = x_arr.view(), c_arr.view(), count_arr.view()
+        for arr in (x_arr, c_arr, count_arr):
+            arr.flags.writeable = False
+        xv = x_arr
+        cv = c_arr
+        nv = count_arr
 
         self.kind = KINDS[kind_id]
         self.extrapolate = EXTRAPOLATE_MODES[ext_id]
@@ -411,25 +525,34 @@ cdef class Spline:
     cdef int in_domain(self, int64_t curve, double q) noexcept nogil:
         return tes_spline_in_domain(&self.view, curve, q)
 
-    def __call__(self, q, int nu=0):
-        """s(q, nu=0): the nu-th derivative (0..3) at q."""
+    cdef int _require_fitted(self) except -1:
+        if self.x_arr is None:
+            raise ValueError("this Spline was never fitted; make one with "
+                             "Spline(x, y, ...)")
+        return 0
+
+    def __call__(self, q, nu=0):
+        """s(q, nu=0): the nu-th derivative (nu an int, 0..3) at q."""
         cdef double v
+        cdef int32_t d = derivative_order(nu)
 
         # The scalar path: no numpy, no allocation beyond the result.
-        if PyFloat_Check(q) or PyLong_CheckExact(q):
-            if not self.two_d and <unsigned int>nu <= TES_SPLINE_MAX_NU:
-                v = q
-                if (self.view.extrapolate == TES_SPLINE_EXT_RAISE and
-                        not tes_spline_in_domain(&self.view, 0, v)):
-                    self._raise_domain(v, 0)
-                return tes_spline_eval_point(&self.view, 0, v, nu, &self.hint)
-        return self._evaluate(q, nu)
+        if (PyFloat_Check(q) or PyLong_CheckExact(q)) and not self.two_d:
+            if self.x_arr is None:
+                self._require_fitted()
+            v = q
+            if (self.view.extrapolate == TES_SPLINE_EXT_RAISE and
+                    not tes_spline_in_domain(&self.view, 0, v)):
+                self._raise_domain(v, 0)
+            return tes_spline_eval_point(&self.view, 0, v, d, &self.hint)
+        return self._evaluate(q, d)
 
     def _evaluate(self, q, int nu):
         """Array path of __call__."""
         cdef int64_t nq, bad = -1
         cdef int rc
 
+        self._require_fitted()
         if not 0 <= nu <= TES_SPLINE_MAX_NU:
             raise ValueError(f"derivative order nu must be 0..3; got {nu}")
         qa = _float_array("query", q)
@@ -455,6 +578,7 @@ cdef class Spline:
         """The definite integral from a to b: a float for one curve, else
         one value per curve. Outside the data it follows `extrapolate`."""
         cdef double lo = a, hi = b
+        self._require_fitted()
         out = np.empty(self.ncurves)
         cdef double[::1] ov = out
         if tes_spline_integrate(&self.view, lo, hi, &ov[0]) != TES_SPLINE_OK:
@@ -474,18 +598,17 @@ cdef class Spline:
 
     def breakpoints_of(self, int64_t curve):
         """The breakpoints of one curve (a read-only view)."""
+        self._require_fitted()
         if not 0 <= curve < self.ncurves:
             raise IndexError(f"curve {curve} out of range({self.ncurves})")
         row = 0 if self.view.shared_x else curve
-        view = self.x_arr[row, :self.view.count[curve]]
-        view = view.view()
-        view.flags.writeable = False
-        return view
+        return self.x_arr[row, :tes_spline_rows(&self.view, curve)]
 
     @property
     def x(self):
         """Breakpoints: 1-D when shared by all curves, else the padded
-        (ncurves, nmax) array (see `counts`)."""
+        (ncurves, nmax) array (see `counts`). Read-only."""
+        self._require_fitted()
         if self.view.shared_x:
             return self.breakpoints_of(0)
         if self.ncurves == 1 and not self.two_d:
@@ -497,16 +620,20 @@ cdef class Spline:
         """Coefficients, ascending powers of (q - x[i]) per breakpoint row;
         the last row is the last piece re-expanded about x[-1]. Shape
         (rows, order) for one curve, else padded (ncurves, nmax, order)."""
+        self._require_fitted()
         if not self.two_d:
-            return self.c_arr[0, :self.view.count[0]]
+            return self.c_arr[0, :tes_spline_rows(&self.view, 0)]
         return self.c_arr
 
     @property
     def counts(self):
-        """Breakpoints in use per curve."""
+        """Breakpoints in use per curve (read-only)."""
+        self._require_fitted()
         return self.count_arr
 
     def __repr__(self):
+        if self.x_arr is None:
+            return "Spline(<not fitted>)"
         xs = self.breakpoints_of(0)
         first, last = float(xs[0]), float(xs[len(xs) - 1])
         extra = ""
@@ -521,6 +648,7 @@ cdef class Spline:
     def _store_parts(self):
         """Returns (meta, arrays) describing this Spline completely; meta
         holds str/int/float/bool/None only, arrays float64 and int64."""
+        self._require_fitted()
         meta = {
             "format": STORE_FORMAT,
             "version": STORE_VERSION,
@@ -607,7 +735,9 @@ def _check_parts(meta, arrays):
     _expect(xa.shape == ((1 if shared else ncurves), nmax),
             f"x has shape {xa.shape}")
 
-    cdef const int64_t[::1] nv = na
+    # The counts may sit in memory another process writes: check a private
+    # copy, so that the bound used to scan x is the one just checked.
+    cdef const int64_t[::1] nv = np.array(na, copy=True)
     cdef const double[:, ::1] xv = xa
     least = tes_spline_min_points(kind_id, degree if kind == "bspline" else 3)
     for j in range(ncurves):

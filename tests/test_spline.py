@@ -4,7 +4,9 @@ Comparisons against SciPy live in test_spline_scipy.py; this file needs
 only numpy.
 """
 
+import ctypes
 import math
+import mmap
 import pickle
 import sys
 import threading
@@ -250,9 +252,9 @@ def test_error_length_mismatch():
         Spline([0.0, 1.0, 2.0], [1.0, 2.0])
 
 
-@pytest.mark.parametrize("kind,k,n", [("not-a-knot", 3, 1), ("linear", 3, 1),
-                                      ("pchip", 3, 1), ("bspline", 5, 5),
-                                      ("bspline", 2, 2)])
+@pytest.mark.parametrize("kind,k,n", [("not-a-knot", None, 1),
+                                      ("linear", None, 1), ("pchip", None, 1),
+                                      ("bspline", 5, 5), ("bspline", 2, 2)])
 def test_error_too_few_points(kind, k, n):
     with pytest.raises(ValueError, match="at least"):
         Spline(np.arange(float(n)), np.ones(n), kind, k=k)
@@ -313,6 +315,121 @@ def test_error_bad_options():
         Spline(x, y)(np.array([0.5]), 4)
     with pytest.raises(TypeError):
         Spline(x, y)(np.array([0.5 + 1j]))
+
+
+# Options a kind does not use, and how each is spelled: {option: value}.
+FOREIGN_OPTIONS = {"k": 3, "bc": (0.0, 0.0), "dydx": [1.0, 1.0, 1.0],
+                   "tension": 0.5}
+KIND_OF_OPTION = {"k": "bspline", "bc": "clamped", "dydx": "hermite",
+                  "tension": "catmull-rom"}
+
+
+@pytest.mark.parametrize("option", sorted(FOREIGN_OPTIONS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_error_option_for_another_kind(kind, option):
+    if KIND_OF_OPTION[option] == kind:
+        pytest.skip("the option belongs to this kind")
+    x, y = [0.0, 1.0, 2.0], [1.0, 2.0, 1.0]
+    with pytest.raises(ValueError) as info:
+        Spline(x, y, kind, **{option: FOREIGN_OPTIONS[option]})
+    message = str(info.value)
+    assert f"option {option}" in message
+    assert repr(KIND_OF_OPTION[option]) in message and repr(kind) in message
+
+
+def test_error_tension_string_for_pchip():
+    with pytest.raises(ValueError, match="option tension.*'catmull-rom'"):
+        Spline([0.0, 1.0, 2.0], [1.0, 2.0, 1.0], "pchip", tension="x")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_omitted_and_none_options_still_fit(kind):
+    x = np.linspace(0.0, 3.0, 7)
+    y = periodic_y(np.sin(x)) if kind == "periodic" else np.sin(x)
+    need = options_for(kind, y)
+    nones = {name: None for name in FOREIGN_OPTIONS if name not in need}
+    a = Spline(x, y, kind, **need)
+    b = Spline(x, y, kind, **need, **nones)
+    assert np.array_equal(a(x + 0.1), b(x + 0.1))
+
+
+def test_bspline_degree_defaults_to_3():
+    x = np.linspace(0.0, 1.0, 9)
+    assert Spline(x, x**3, "bspline").degree == 3
+    assert Spline(x, x**3, "bspline", k=np.int64(5)).degree == 5
+
+
+@pytest.mark.parametrize("k", [True, False, np.bool_(True), 3.0, "3",
+                               np.float64(3.0)])
+def test_error_k_not_an_int(k):
+    with pytest.raises(TypeError, match="k must be an int"):
+        Spline(np.linspace(0.0, 1.0, 9), np.ones(9), "bspline", k=k)
+
+
+@pytest.mark.parametrize("nu", [2.0, True, False, np.bool_(True), "1",
+                                np.float64(1.0), None])
+@pytest.mark.parametrize("query", [0.5, np.array([0.25, 0.5])],
+                         ids=["scalar", "array"])
+def test_error_nu_not_an_int(nu, query):
+    s = Spline(np.linspace(0.0, 1.0, 5), np.arange(5.0))
+    with pytest.raises(TypeError, match="nu must be an int"):
+        s(query, nu)
+
+
+@pytest.mark.parametrize("nu", [-1, 4, 10**30, -10**30, np.int64(4)])
+def test_error_nu_out_of_range(nu):
+    s = Spline(np.linspace(0.0, 1.0, 5), np.arange(5.0))
+    for query in (0.5, np.array([0.5])):
+        with pytest.raises(ValueError, match="nu must be 0..3"):
+            s(query, nu)
+
+
+def test_nu_numpy_int_equals_python_int():
+    s = Spline(np.linspace(0.0, 1.0, 5), np.arange(5.0) ** 2)
+    for nu in range(4):
+        assert s(0.3, np.int32(nu)) == s(0.3, nu)
+        assert np.array_equal(s(np.array([0.3]), np.int64(nu)),
+                              s(np.array([0.3]), nu))
+
+
+@pytest.mark.parametrize("tension", ["0.5", True, np.bool_(False), [0.5],
+                                     1j])
+def test_error_tension_not_a_real_number(tension):
+    with pytest.raises(TypeError, match="tension must be a real number"):
+        Spline([0.0, 1.0, 2.0], [1.0, 2.0, 1.0], "catmull-rom",
+               tension=tension)
+
+
+@pytest.mark.parametrize("tension", [-0.1, 1.5, float("nan"), float("inf")])
+def test_error_tension_out_of_range(tension):
+    with pytest.raises(ValueError, match=r"tension must be in \[0, 1\]"):
+        Spline([0.0, 1.0, 2.0], [1.0, 2.0, 1.0], "catmull-rom",
+               tension=tension)
+
+
+def test_tension_accepts_numpy_reals_and_defaults_to_0():
+    x, y = [0.0, 1.0, 2.0], [1.0, 2.0, 1.0]
+    assert Spline(x, y, "catmull-rom").tension == 0.0
+    s = Spline(x, y, "catmull-rom", tension=np.float32(0.5))
+    assert s.tension == 0.5 and type(s.tension) is float
+    assert Spline(x, y, "catmull-rom", tension=1).tension == 1.0
+
+
+@pytest.mark.parametrize("value", ["wrap", 1, 0, "", None.__class__, 2.5])
+def test_error_extrapolate_lists_valid_choices(value):
+    with pytest.raises(ValueError) as info:
+        Spline([0.0, 1.0, 2.0], [1.0, 2.0, 3.0], extrapolate=value)
+    message = str(info.value)
+    for mode in EXTRAPOLATE_MODES:
+        assert repr(mode) in message
+    assert "True" in message and "False" in message and "None" in message
+
+
+@pytest.mark.parametrize("value", ["ignore", None, True, 1])
+def test_error_missing_lists_valid_choices(value):
+    with pytest.raises(ValueError) as info:
+        Spline([0.0, 1.0, 2.0], [1.0, 2.0, 3.0], missing=value)
+    assert "'raise'" in str(info.value) and "'drop'" in str(info.value)
 
 
 # --- store parts and pickling -----------------------------------------------
@@ -414,6 +531,197 @@ def test_repr_and_attributes():
     assert s.kind == "pchip" and s.ncurves == 1
     assert s.extrapolate == "extrapolate"
     assert s.x.shape == (5,) and s.c.shape == (5, 4)
+
+
+# --- damaged arrays: garbage numbers or an error, never a stray access ------
+#
+# The arrays behind a Spline read from shared memory can be rewritten by
+# another process at any time, after every check made when it was built.
+# Each array here sits flush against an unreadable page (before or after
+# it), so a read past either end kills the test run with SIGSEGV instead of
+# passing by luck.
+
+def guarded_copy(arr, flush):
+    """Copy of arr in fresh memory whose first (flush='start') or last
+    (flush='end') byte borders a PROT_NONE page; the copy is writable."""
+    page = mmap.PAGESIZE
+    data_pages = max(1, -(-arr.nbytes // page))
+    region = mmap.mmap(-1, (data_pages + 2) * page)
+    raw = (ctypes.c_char * len(region)).from_buffer(region)
+    base = ctypes.addressof(raw)
+    del raw
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for guard in (base, base + (data_pages + 1) * page):
+        assert libc.mprotect(guard, page, 0) == 0, ctypes.get_errno()
+    offset = page + (data_pages * page - arr.nbytes if flush == "end" else 0)
+    out = np.frombuffer(region, dtype=arr.dtype, count=arr.size,
+                        offset=offset).reshape(arr.shape)
+    out[...] = arr
+    return out
+
+
+needs_guard_pages = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="uses mprotect via ctypes")
+
+
+def guarded_splines(flush):
+    """(label, Spline, its writable arrays) for one curve, a batch sharing
+    x and a batch with holes (own x per curve), in every extrapolation
+    mode; the Splines were built from valid arrays."""
+    x = np.linspace(0.0, 10.0, 11)
+    y = np.sin(x)
+    batch = np.column_stack([y, np.cos(x), x])
+    holes = batch.copy()
+    holes[3, 1] = np.nan
+    fitted = {"one": Spline(x, periodic_y(y), "periodic"),
+              "shared": Spline(x, batch, "pchip"),
+              "holes": Spline(x, holes, "akima", missing="drop"),
+              "bspline": Spline(x, y, "bspline", k=4)}
+    for label, s in fitted.items():
+        for mode in EXTRAPOLATE_MODES:
+            meta, arrays = s._store_parts()
+            meta = dict(meta, extrapolate=mode)
+            arrays = {k: guarded_copy(v, flush) for k, v in arrays.items()}
+            yield f"{label}/{mode}", Spline._from_store_parts(meta, arrays), \
+                arrays
+
+
+def exercise(s):
+    """Every way of reading s; errors a damaged Spline may raise are
+    fine, a crash is not."""
+    rng = np.random.default_rng(5)
+    sorted_q = np.linspace(-25.0, 35.0, 2001)
+    odd_q = np.array([np.nan, np.inf, -np.inf, 1e308, -1e308, 5.0, 0.0,
+                      10.0, 5e-324])
+    for q in (sorted_q, rng.permutation(sorted_q), odd_q):
+        for nu in range(4):
+            try:
+                s(q, nu)
+            except ValueError:      # extrapolate='raise'
+                pass
+    for q in list(odd_q) + [-3.0, 2.5, 12.0]:
+        for nu in range(4):
+            try:
+                s(float(q), nu)
+            except ValueError:
+                pass
+    for a, b in ((-5.0, 15.0), (2.0, 7.5), (7.5, 2.0), (np.nan, 1.0),
+                 (-np.inf, np.inf), (0.0, 1e300)):
+        try:
+            s.integrate(a, b)
+        except ValueError:
+            pass
+    repr(s)
+    s.x, s.c, s.counts
+    for j in range(s.ncurves):
+        s.breakpoints_of(j)
+
+
+# Values a damaged count may hold; nmax is 11 (20 for bspline k=4).
+BAD_COUNTS = [0, 1, -1, -5, 12, 21, 10**12, 2**63 - 1, -2**63]
+
+
+@needs_guard_pages
+@pytest.mark.parametrize("flush", ["start", "end"])
+@pytest.mark.parametrize("count", BAD_COUNTS)
+def test_damaged_count_stays_in_bounds(count, flush):
+    for label, s, arrays in guarded_splines(flush):
+        arrays["count"][...] = count
+        exercise(s)
+
+
+# Ways the breakpoints or coefficients can be damaged after the checks.
+BAD_CONTENTS = {
+    "x_nan": lambda a, rng: a["x"].fill(np.nan),
+    "x_reversed": lambda a, rng: a["x"].__setitem__(
+        Ellipsis, a["x"][:, ::-1].copy()),
+    "x_constant": lambda a, rng: a["x"].fill(5.0),
+    "x_inf": lambda a, rng: a["x"].__setitem__((Ellipsis, slice(1, None, 2)),
+                                               np.inf),
+    "x_huge_span": lambda a, rng: a["x"].__setitem__(
+        Ellipsis, np.linspace(-1.0, 1.0, a["x"].shape[-1]) * 1e308),
+    "x_random_bits": lambda a, rng: a["x"].view(np.uint64).__setitem__(
+        Ellipsis, rng.integers(0, 2**64, a["x"].shape, dtype=np.uint64)),
+    "c_random_bits": lambda a, rng: a["c"].view(np.uint64).__setitem__(
+        Ellipsis, rng.integers(0, 2**64, a["c"].shape, dtype=np.uint64)),
+    "all_random_bits": lambda a, rng: [
+        v.view(np.uint64).__setitem__(
+            Ellipsis, rng.integers(0, 2**64, v.shape, dtype=np.uint64))
+        for v in a.values()],
+}
+
+
+@needs_guard_pages
+@pytest.mark.parametrize("flush", ["start", "end"])
+@pytest.mark.parametrize("damage", sorted(BAD_CONTENTS))
+def test_damaged_contents_stay_in_bounds(damage, flush):
+    rng = np.random.default_rng(11)
+    for label, s, arrays in guarded_splines(flush):
+        BAD_CONTENTS[damage](arrays, rng)
+        exercise(s)
+
+
+def test_counts_exposed_by_a_spline_are_read_only():
+    s = Spline(np.linspace(0, 10, 11), np.arange(11.0))
+    with pytest.raises(ValueError, match="read-only"):
+        s.counts[0] = 10**12
+    q = np.linspace(0, 10, 1000)
+    assert np.allclose(s(q), q)
+
+
+def test_arrays_exposed_by_a_spline_are_read_only():
+    x = np.linspace(0.0, 1.0, 6)
+    one = Spline(x, x**2)
+    batch = Spline(x, np.column_stack([x, x**2]), "pchip", missing="drop")
+    holes = np.column_stack([x, x**2])
+    holes[2, 0] = np.nan
+    own_x = Spline(x, holes, missing="drop")
+    for s in (one, batch, own_x):
+        views = [s.x, s.c, s.counts, s.breakpoints_of(0)]
+        views += list(s._store_parts()[1].values())
+        for arr in views:
+            assert not arr.flags.writeable
+
+
+def test_store_parts_stay_writable_for_their_owner():
+    s = Spline(np.linspace(0.0, 1.0, 6), np.arange(6.0))
+    meta, arrays = s._store_parts()
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    back = Spline._from_store_parts(meta, arrays)
+    assert all(v.flags.writeable for v in arrays.values())
+    assert not back.counts.flags.writeable
+    assert np.shares_memory(back.c, arrays["c"])
+
+
+def test_owner_rewriting_counts_after_adopt_cannot_crash():
+    s = Spline(np.linspace(0, 10, 11), np.arange(11.0))
+    meta, arrays = s._store_parts()
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    back = Spline._from_store_parts(meta, arrays)
+    arrays["count"][0] = 10**12
+    q = np.linspace(0, 10, 1000)
+    assert np.allclose(back(q), q)      # nmax rows: still the fitted curve
+    assert back(3.5) == 3.5
+
+
+def test_unfitted_spline_raises_instead_of_crashing():
+    s = Spline.__new__(Spline)
+    assert "not fitted" in repr(s)
+    for use in (lambda: s(0.5), lambda: s(np.linspace(0, 1, 300)),
+                lambda: s.integrate(0.0, 1.0), lambda: s.x, lambda: s.c,
+                lambda: s.counts, lambda: s.breakpoints_of(0),
+                lambda: s._store_parts(), lambda: pickle.dumps(s)):
+        with pytest.raises(ValueError, match="never fitted"):
+            use()
+
+
+def test_spline_cannot_be_fitted_again():
+    x = np.linspace(0.0, 1.0, 6)
+    s = Spline(x, x)
+    with pytest.raises(TypeError, match="fitted again"):
+        s.__init__(x, x**2)
+    assert s(0.5) == 0.5
 
 
 # --- the GIL is released during array evaluation ----------------------------
