@@ -232,6 +232,12 @@ def _tension(value):
     return tension
 
 
+# The default of nu in Spline.__call__; a call that leaves nu out passes
+# this very object, so an identity test spares the one-point path the
+# conversion.
+cdef object NU_DEFAULT = 0
+
+
 cdef inline int32_t derivative_order(nu) except -1:
     """Returns nu as the derivative order 0..3; TypeError unless nu is an
     int (bools and floats included), ValueError out of range."""
@@ -531,10 +537,10 @@ cdef class Spline:
                              "Spline(x, y, ...)")
         return 0
 
-    def __call__(self, q, nu=0):
+    def __call__(self, q, nu=NU_DEFAULT):
         """s(q, nu=0): the nu-th derivative (nu an int, 0..3) at q."""
         cdef double v
-        cdef int32_t d = derivative_order(nu)
+        cdef int32_t d = 0 if nu is NU_DEFAULT else derivative_order(nu)
 
         # The scalar path: no numpy, no allocation beyond the result.
         if (PyFloat_Check(q) or PyLong_CheckExact(q)) and not self.two_d:
