@@ -382,6 +382,32 @@ static void tes__futex_wait(_Atomic uint32_t *word, uint32_t expected,
 }
 
 /* ------------------------------------------------------------------------
+ * This process's pid, without a system call on every read.  glibc no
+ * longer caches getpid(), and a read checks it to notice that it runs in a
+ * forked child; the fork handler below refreshes the copy in the child.
+ */
+
+static pthread_once_t tes__pid_once = PTHREAD_ONCE_INIT;
+static _Atomic int32_t tes__pid;
+
+static void tes__pid_refresh(void)
+{
+    atomic_store_explicit(&tes__pid, (int32_t)getpid(), memory_order_relaxed);
+}
+
+static void tes__pid_init(void)
+{
+    tes__pid_refresh();
+    pthread_atfork(NULL, NULL, tes__pid_refresh);
+}
+
+static inline int32_t tes__self(void)
+{
+    pthread_once(&tes__pid_once, tes__pid_init);
+    return atomic_load_explicit(&tes__pid, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------
  * Reader slots.
  */
 
@@ -472,7 +498,7 @@ static void tes__sweep_handoffs(tes_store *s, int32_t me)
  * with its parent's memory.  Returns TES_OK or TES_EREADERS. */
 static int tes__ensure_reader(tes_store *s, tes_error *err)
 {
-    int32_t me = (int32_t)getpid();
+    int32_t me = tes__self();
     const tes__reader *inherited = NULL;
 
     if (s->reader_index != UINT32_MAX) {
@@ -499,7 +525,7 @@ static int tes__ensure_reader(tes_store *s, tes_error *err)
 
 static void tes__release_reader(tes_store *s)
 {
-    if (s->reader_index == UINT32_MAX || s->reader_pid != (int32_t)getpid())
+    if (s->reader_index == UINT32_MAX || s->reader_pid != tes__self())
         return;
     tes__free_reader(&s->readers[s->reader_index]);
     s->reader_index = UINT32_MAX;
@@ -697,7 +723,7 @@ int tes_store_create(const char *name, const tes_create_options *o,
     h->layout = TES__LAYOUT;
     h->flags = o->flags;
     h->max_keys = o->max_keys;
-    h->creator_pid = (int32_t)getpid();
+    h->creator_pid = tes__self();
     h->creator_uid = (uint32_t)geteuid();
     h->creator_start = tes__process_start(h->creator_pid);
     h->created_ns = tes__now_ns();
@@ -1688,7 +1714,7 @@ void tes_store_read_end(tes_store *s)
 {
     if (s->read_depth > 0 && --s->read_depth > 0)
         return;
-    if (s->reader_index == UINT32_MAX || s->reader_pid != (int32_t)getpid())
+    if (s->reader_index == UINT32_MAX || s->reader_pid != tes__self())
         return;
 
     /* release; pairs with the acquire load of active in the reclaimer, so
@@ -1725,7 +1751,7 @@ void tes_store_fork_parent(tes_store *s)
 
 int tes_store_fork_child(tes_store *s, tes_error *err)
 {
-    int32_t me = (int32_t)getpid();
+    int32_t me = tes__self();
     uint32_t h = s->handoff_index;
 
     s->handoff_index = UINT32_MAX;
