@@ -58,8 +58,9 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 
 /* A forked child takes over its hand-over slot as it starts; one left
  * longer than this belonged to a child that died first. */
-#define TES__HANDOFF_PATIENCE_NS INT64_C(10000000000)
-#define TES__MAX_PENDING_HANDOFFS 16
+#define TES__HANDOFF_PATIENCE_NS INT64_C(2000000000)
+#define TES__MAX_PENDING_HANDOFFS 4
+#define TES__PID_RELEASING (-1)
 
 /* What tes__alloc returns when its walk meets a block that cannot be. */
 #define TES__HEAP_DAMAGED (UINT64_MAX - 1)
@@ -425,7 +426,7 @@ static uint32_t tes__claim_reader(tes_store *s, int32_t pid, uint64_t start,
             if (pass == 0 && owner != 0)
                 continue;
             if (pass == 1 &&
-                (owner == 0 || owner == pid ||
+                (owner <= 0 || owner == pid ||
                  tes__process_alive(owner, atomic_load_explicit(
                      &r->start_time, memory_order_relaxed))))
                 continue;
@@ -475,7 +476,8 @@ static void tes__free_reader(tes__reader *r)
 
 /* Releases hand-over slots that no child took within
  * TES__HANDOFF_PATIENCE_NS (the child died first), and forgets those that
- * were taken. */
+ * were taken.  A slot being released is marked TES__PID_RELEASING so that
+ * neither the child nor a claimer can take it half cleared. */
 static void tes__sweep_handoffs(tes_store *s, int32_t me)
 {
     uint64_t now = tes__now_ns();
@@ -484,11 +486,16 @@ static void tes__sweep_handoffs(tes_store *s, int32_t me)
         tes__reader *r = &s->readers[s->pending[i].index];
         if (atomic_load_explicit(&r->pid, memory_order_relaxed) != me)
             continue;
-        if (now - s->pending[i].since_ns > TES__HANDOFF_PATIENCE_NS) {
+        int32_t expected = me;
+        if (now - s->pending[i].since_ns > TES__HANDOFF_PATIENCE_NS &&
+            atomic_compare_exchange_strong_explicit(
+                &r->pid, &expected, TES__PID_RELEASING,
+                memory_order_acq_rel, memory_order_relaxed)) {
             tes__free_reader(r);
             continue;
         }
-        s->pending[kept++] = s->pending[i];
+        if (expected == me)
+            s->pending[kept++] = s->pending[i];
     }
     s->pending_count = kept;
 }
@@ -1725,7 +1732,13 @@ void tes_store_read_end(tes_store *s)
 
 int tes_store_fork_prepare(tes_store *s)
 {
+    s->handoff_index = UINT32_MAX;
     if (tes__ensure_reader(s, NULL) != TES_OK)
+        return TES_EREADERS;
+
+    /* Children that die before they start leave their slot to us for a
+     * while; past a few, later children copy their pins instead. */
+    if (s->pending_count >= TES__MAX_PENDING_HANDOFFS)
         return TES_EREADERS;
     s->handoff_index = tes__claim_reader(
         s, s->reader_pid, tes__process_start(s->reader_pid),
@@ -1737,15 +1750,9 @@ void tes_store_fork_parent(tes_store *s)
 {
     if (s->handoff_index == UINT32_MAX)
         return;
-    if (s->pending_count < TES__MAX_PENDING_HANDOFFS) {
-        s->pending[s->pending_count].index = s->handoff_index;
-        s->pending[s->pending_count].since_ns = tes__now_ns();
-        s->pending_count++;
-    } else {
-        /* Too many children that never started: the child falls back to
-         * copying the pins into a slot of its own. */
-        tes__free_reader(&s->readers[s->handoff_index]);
-    }
+    s->pending[s->pending_count].index = s->handoff_index;
+    s->pending[s->pending_count].since_ns = tes__now_ns();
+    s->pending_count++;
     s->handoff_index = UINT32_MAX;
 }
 
