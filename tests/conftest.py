@@ -88,6 +88,27 @@ def _ours(entry, baseline, live_pids):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _children_import_this_tesenv(tmp_path_factory):
+    """Makes child interpreters import the tesenv these tests import.
+
+    ``python -c`` and ``python -m`` put the working directory first on
+    sys.path; run from a checkout they would find the source tree, which has
+    no compiled modules, instead of the installed package.  So the session
+    runs in an empty directory, with PYTHONPATH naming the package's home.
+    """
+    home = os.path.dirname(os.path.dirname(tesenv.__file__))
+    old_cwd, old_path = os.getcwd(), os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [home, old_path]))
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(old_cwd)
+    if old_path is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = old_path
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _leak_guard():
     baseline = {s["name"] for s in tesenv.list_stores()}
     yield

@@ -56,15 +56,10 @@ def value_ok(v):
     return zlib.crc32(v["payload"]) == v["crc"]
 
 
-def child_env(**extra):
-    """The environment for a child interpreter: no inherited default store,
-    and the same tesenv this process imported."""
-    env = {k: v for k, v in os.environ.items() if k != "TESENV_STORE"}
-    package_root = os.path.dirname(os.path.dirname(tesenv.__file__))
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [package_root, env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
+def child_env():
+    """The environment for a child interpreter, without an inherited default
+    store (conftest makes it import the tesenv this process imported)."""
+    return {k: v for k, v in os.environ.items() if k != "TESENV_STORE"}
 
 
 def run_python(code, timeout=120):
