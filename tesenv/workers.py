@@ -148,7 +148,14 @@ class WorkerContext:
 
 
 def _die_with_parent(manager_pid):
-    """Makes this process end when its parent does.
+    """Makes this process end when the thread that forked it does.
+
+    Only for workers a WorkerManager starts: Linux delivers PR_SET_PDEATHSIG
+    when the forking *thread* ends, and the manager forks from its monitor
+    thread, which outlives every worker.  Pools made by other code fork from
+    threads we do not control (a Pool's handler thread, whichever thread
+    first submits to a ProcessPoolExecutor), so pool workers rely on the
+    watchdog alone.
 
     SIGKILL rather than SIGTERM: an orphaned worker has no one to report to
     and holds nothing that needs cleaning (attachers never unlink a store,
@@ -163,8 +170,11 @@ def _die_with_parent(manager_pid):
                           ctypes.get_errno())
         except (OSError, AttributeError) as e:
             log.debug("prctl unavailable: %s", e)
+    _exit_if_orphaned(manager_pid)
 
-    # The parent may have died before prctl took effect.
+
+def _exit_if_orphaned(manager_pid):
+    # The parent may have died before this process got this far.
     if not pid_alive(manager_pid):
         os._exit(1)
 
@@ -215,11 +225,14 @@ def pool_initializer(store_name, id_prefix="pool"):
     registers it as ``<id_prefix>-<pid>`` and starts its heartbeat.  Tasks
     find their context with ``tesenv.workers.current()``.
 
+    The worker exits within WATCHDOG_SECONDS once the pool's process is
+    gone; it does not use PR_SET_PDEATHSIG (see _die_with_parent).
+
     Raises StoreNotFoundError if the store is gone.
     """
     global _process_context
     manager_pid = os.getppid()
-    _die_with_parent(manager_pid)
+    _exit_if_orphaned(manager_pid)
     store = Store.attach(store_name)
     use_store(store)
     context = WorkerContext(store, f"{id_prefix}-{os.getpid()}", "pool")

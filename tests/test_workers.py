@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -330,3 +331,66 @@ def test_the_spline_workers_example_runs(tmp_path):
     assert "20 batches; curve versions used" in result.stdout
     assert "tes-spline-config" in result.stdout
     assert "worker-1: pid" in result.stdout
+
+
+POOL_TERMINATE_SCRIPT = textwrap.dedent("""
+    import ctypes, multiprocessing, sys, time
+    import tesenv
+    from tesenv import workers
+
+    def square(x):
+        time.sleep(0.001)
+        return x * x
+
+    def parent_death_signal(_):
+        libc = ctypes.CDLL(None)
+        signo = ctypes.c_int(-1)
+        libc.prctl(2, ctypes.byref(signo), 0, 0, 0)  # PR_GET_PDEATHSIG
+        return signo.value
+
+    if __name__ == "__main__":
+        store = tesenv.Store.attach(sys.argv[1])
+        context = multiprocessing.get_context("fork")
+        with context.Pool(2, initializer=workers.pool_initializer,
+                          initargs=workers.initializer_args(store),
+                          maxtasksperchild=1) as pool:
+            assert pool.map(square, range(50)) == [x * x for x in range(50)]
+            assert set(pool.map(parent_death_signal, range(4))) == {0}
+            pending = pool.map_async(square, range(10000))
+            time.sleep(0.2)
+        print("left the pool", flush=True)
+""")
+
+
+def test_pool_with_maxtasksperchild_terminates(tmp_path, store):
+    # Replacement workers are forked by the Pool's handler thread, which
+    # terminate() ends; a worker killed with it would leave the pool's
+    # queue lock held and terminate() waiting forever.
+    script = tmp_path / "pool.py"
+    script.write_text(POOL_TERMINATE_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        result = subprocess.run([sys.executable, str(script), store.name],
+                                capture_output=True, text=True, env=env,
+                                timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("leaving the pool hung")
+    assert result.returncode == 0, result.stderr
+    assert "left the pool" in result.stdout
+
+
+def test_executor_survives_the_thread_that_first_submitted(store):
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(
+            2, mp_context=context, initializer=workers.pool_initializer,
+            initargs=workers.initializer_args(store)) as pool:
+        first = []
+        submitter = threading.Thread(
+            target=lambda: first.append(pool.submit(os.getpid)))
+        submitter.start()
+        submitter.join(JOIN_SECONDS)
+        first[0].result(timeout=JOIN_SECONDS)
+        time.sleep(0.3)  # time for a parent-death signal to arrive
+        pids = [pool.submit(os.getpid).result(timeout=JOIN_SECONDS)
+                for _ in range(4)]
+        assert all(not _gone(pid) for pid in pids)
