@@ -196,11 +196,17 @@ def _start_watchdog(context, manager_pid):
                      name="tesenv-watchdog", daemon=True).start()
 
 
-def _process_main(store_name, worker_id, stop_key, manager_pid, target, args):
-    """The body of a worker process: attach, register, run target."""
+def _process_main(store, worker_id, stop_key, manager_pid, target, args):
+    """The body of a worker process: attach, register, run target.
+
+    store is the manager's Store object under fork (the child inherits its
+    mapping, and attaching again would take a second reader slot), its name
+    otherwise.
+    """
     global _process_context
     _die_with_parent(manager_pid)
-    store = Store.attach(store_name)
+    if not isinstance(store, Store):
+        store = Store.attach(store)
     use_store(store)
     context = WorkerContext(store, worker_id, "process", stop_key)
     _process_context = context
@@ -412,7 +418,8 @@ class WorkerManager:
         else:
             handle = self._mp.Process(
                 target=_process_main, name=f"tesenv-{worker.worker_id}",
-                args=(self.store.name, worker.worker_id, self._stop_key,
+                args=(self.store if self.mode == "fork" else self.store.name,
+                      worker.worker_id, self._stop_key,
                       os.getpid(), self.target, self.args),
                 daemon=True)
             handle.start()

@@ -394,3 +394,21 @@ def test_executor_survives_the_thread_that_first_submitted(store):
         pids = [pool.submit(os.getpid).result(timeout=JOIN_SECONDS)
                 for _ in range(4)]
         assert all(not _gone(pid) for pid in pids)
+
+
+def report_store_identity(ctx, results):
+    results.put(id(ctx.store))
+    ctx.wait_stop(JOIN_SECONDS)
+
+
+@pytest.mark.parametrize("mode", ["spawn", "fork"])
+def test_each_worker_process_takes_one_reader_slot(store, mode):
+    results = _queue(mode)
+    manager = WorkerManager(report_store_identity, 3, args=(results,),
+                            store=store, mode=mode)
+    with manager:
+        ids = [results.get(timeout=JOIN_SECONDS) for _ in range(3)]
+        assert store.info()["reader_count"] == 3 + 1
+        if mode == "fork":
+            # The inherited Store is reused, not attached a second time.
+            assert ids == [id(store)] * 3
