@@ -196,6 +196,7 @@ struct tes_store {
     /* Reader slots filled with our pins for a child about to be forked,
      * kept until the child takes them over or is seen not to. */
     uint32_t handoff_index;     /* UINT32_MAX: no fork under way */
+    int fork_pinned;            /* we held pins when the fork began */
     uint32_t pending_count;
     struct {
         uint32_t index;
@@ -278,10 +279,12 @@ static uint64_t tes__checksum(const uint8_t *p, uint64_t n, uint64_t seed)
     return tes__mix(a ^ tes__mix(b) ^ tes__mix(c + 1) ^ tes__mix(d + 2));
 }
 
-/* Start time of a process in clock ticks since boot, or 0 if unknown.  With
- * the pid it names a process even after the pid is reused. */
-static uint64_t tes__process_start(int32_t pid)
+/* Reads a process's state letter and start time (clock ticks since boot)
+ * from /proc.  With the pid, the start time names a process even after the
+ * pid is reused.  Returns 0 and leaves *state 0 if they cannot be read. */
+static uint64_t tes__process_stat(int32_t pid, char *state)
 {
+    *state = 0;
 #ifdef __linux__
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -295,10 +298,12 @@ static uint64_t tes__process_start(int32_t pid)
     buf[n] = '\0';
 
     /* The command name may hold spaces and parentheses: count fields from
-     * the last ")".  Field 22, the start time, is the 20th token after it. */
+     * the last ")".  Field 3 is the state; field 22, the start time, is the
+     * 20th token after the ")". */
     char *p = strrchr(buf, ')');
-    if (!p)
+    if (!p || p[1] != ' ')
         return 0;
+    *state = p[2];
     p++;
     for (int token = 1; token < 20 && p; token++)
         p = strchr(p + 1, ' ');
@@ -309,18 +314,26 @@ static uint64_t tes__process_start(int32_t pid)
 #endif
 }
 
-/* Returns 1 if pid still names the process that started at start. */
+static uint64_t tes__process_start(int32_t pid)
+{
+    char state;
+    return tes__process_stat(pid, &state);
+}
+
+/* Returns 1 if pid still names the process that started at start (0: not
+ * known).  A zombie is dead: it will never read or write again. */
 static int tes__process_alive(int32_t pid, uint64_t start)
 {
+    char state;
     if (pid <= 0)
         return 0;
     if (kill(pid, 0) != 0 && errno == ESRCH)
         return 0;
-    if (start != 0) {
-        uint64_t now = tes__process_start(pid);
-        if (now != 0 && now != start)
-            return 0;
-    }
+    uint64_t now = tes__process_stat(pid, &state);
+    if (state == 'Z' || state == 'X')
+        return 0;
+    if (start != 0 && now != 0 && now != start)
+        return 0;
     return 1;
 }
 
@@ -623,6 +636,7 @@ static void tes__bind(tes_store *s, uint8_t *base, uint64_t size_bytes)
     s->reader_count = s->header->reader_count;
     s->max_keys = s->header->max_keys;
     s->handoff_index = UINT32_MAX;
+    s->fork_pinned = 1;
     s->pending_count = 0;
     s->reader_index = UINT32_MAX;
     s->reader_pid = 0;
@@ -1733,8 +1747,20 @@ void tes_store_read_end(tes_store *s)
 int tes_store_fork_prepare(tes_store *s)
 {
     s->handoff_index = UINT32_MAX;
+    s->fork_pinned = 1;
     if (tes__ensure_reader(s, NULL) != TES_OK)
         return TES_EREADERS;
+
+    /* Nothing pinned, nothing to hand over: the child claims a slot only
+     * when it first reads. */
+    const tes__reader *mine = &s->readers[s->reader_index];
+    int pinned = 0;
+    for (int p = 0; p < TES_PIN_SLOTS && !pinned; p++)
+        pinned = atomic_load_explicit(&mine->pins[p].block_offset,
+                                      memory_order_relaxed) != 0;
+    s->fork_pinned = pinned;
+    if (!pinned)
+        return TES_OK;
 
     /* Children that die before they start leave their slot to us for a
      * while; past a few, later children copy their pins instead. */
@@ -1776,8 +1802,17 @@ int tes_store_fork_child(tes_store *s, tes_error *err)
             s->read_depth = 0;
             return TES_OK;
         }
+        return tes__ensure_reader(s, err);
     }
-    return tes__ensure_reader(s, err);
+
+    if (s->fork_pinned)
+        return tes__ensure_reader(s, err);
+
+    /* The parent pinned nothing when it forked, so the child holds no view
+     * of this store: it will claim a clean slot when it first reads. */
+    s->reader_index = UINT32_MAX;
+    s->reader_pid = 0;
+    return TES_OK;
 }
 
 int tes_store_pin(tes_store *s, uint64_t block_offset)

@@ -548,7 +548,11 @@ _lock = threading.RLock()
 cdef bytes _key_bytes(object key):
     if not isinstance(key, str):
         raise TypeError(f"key must be a str, got {type(key).__name__}")
-    b = (<str>key).encode("utf-8", "surrogatepass")
+    try:
+        b = (<str>key).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"key {key!r} holds a lone surrogate; keys must be "
+                         f"text that UTF-8 can encode") from None
     if len(b) == 0:
         raise ValueError("key must not be empty")
     if len(b) > MAX_KEY_BYTES:

@@ -235,6 +235,7 @@ def test_missing_key(store):
     ("", ValueError, "empty"),
     ("x" * 217, ValueError, "limit is 216"),
     ("é" * 109, ValueError, "limit is 216"),
+    ("k\udcff", ValueError, "lone surrogate"),
 ])
 def test_bad_keys(store, key, error, match):
     with pytest.raises(error, match=match):
@@ -642,10 +643,12 @@ def test_view_inherited_through_fork_stays_unchanged():
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            os.close(r)
-            time.sleep(0.5)
-            os.write(w, b"1" if (held == 7.0).all() else b"0")
-            os._exit(0)
+            try:
+                os.close(r)
+                time.sleep(0.5)
+                os.write(w, b"1" if (held == 7.0).all() else b"0")
+            finally:
+                os._exit(0)
         os.close(w)
         try:
             del held
@@ -662,3 +665,47 @@ def test_view_inherited_through_fork_stays_unchanged():
             os.waitpid(pid, 0)
     finally:
         s.close()
+
+
+def test_a_zombie_creator_counts_as_dead():
+    name = unique_name("zombie")
+    pid = os.fork()
+    if pid == 0:
+        # os._exit skips every cleanup: the segment stays, as after a crash.
+        try:
+            s = Store.create(name, **SMALL)
+            s.set("k", 1)
+        finally:
+            os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(SHM, name)):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.1)
+        listed = {e["name"]: e for e in tesenv.list_stores()}
+        assert listed[name]["creator_alive"] is False  # not yet reaped
+    finally:
+        os.waitpid(pid, 0)
+        if os.path.exists(os.path.join(SHM, name)):
+            os.unlink(os.path.join(SHM, name))
+
+
+def test_a_forked_child_that_holds_no_view_takes_no_reader_slot(store):
+    store.set("k", 1)
+    store["k"]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            os.read(r, 1)
+        finally:
+            os._exit(0)
+    try:
+        os.close(r)
+        assert store.info()["reader_count"] == 1
+    finally:
+        os.write(w, b"x")
+        os.close(w)
+        os.waitpid(pid, 0)
