@@ -42,6 +42,11 @@ _US_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})")
 _MISSING_WORDS = {"", "n/a", "na", "nd"}
 
 
+# Larger than any yield ever quoted, small enough that fitting and
+# evaluating a curve cannot overflow.
+MAX_YIELD_PCT = 1000.0
+
+
 class CurveFileError(ValueError):
     """A curve file that cannot be read.  The message is one line naming the
     file, the row (1 is the header) and, where there is one, the column."""
@@ -146,9 +151,16 @@ def load_curves(path):
     length; OSError if the file cannot be opened.
     """
     path = str(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [(number, row) for number, row in enumerate(csv.reader(f), 1)
-                if any(cell.strip() for cell in row)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [(number, row)
+                    for number, row in enumerate(csv.reader(f), 1)
+                    if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as e:
+        raise CurveFileError(f"{path}: byte {e.start} is not UTF-8 text; "
+                             f"expected a CSV file") from None
+    except csv.Error as e:
+        raise CurveFileError(f"{path}: not a CSV file: {e}") from None
 
     def fail(row, message, column=None, header=None):
         where = f"row {row}"
@@ -232,11 +244,17 @@ def _parse_yield(cell, zero_is_missing, row, column, header, fail):
     if text.lower() in _MISSING_WORDS:
         return math.nan
     try:
-        value = float(text)
+        # float() would also take "1_0" for 10.
+        value = float(text) if "_" not in text else None
     except ValueError:
+        value = None
+    if value is None:
         fail(row, f"{text!r} is not a number", column, header)
     if not math.isfinite(value):
         fail(row, f"{text!r} is not a finite yield", column, header)
+    if abs(value) > MAX_YIELD_PCT:
+        fail(row, f"{text!r} is not a yield in percent (more than "
+                  f"{MAX_YIELD_PCT:g} in size)", column, header)
     if value == 0.0 and zero_is_missing:
         return math.nan
     return value

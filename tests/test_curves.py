@@ -193,3 +193,19 @@ def test_synthetic_rejects_bad_arguments():
         synthetic_curves(0)
     with pytest.raises(ValueError, match="missing_fraction"):
         synthetic_curves(10, missing_fraction=0.7)
+
+
+def test_binary_garbage_is_one_line(tmp_path):
+    path = tmp_path / "garbage.csv"
+    path.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(CurveFileError, match="not UTF-8") as info:
+        load_curves(path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("cell", ["1e308", "-2000", "1_0"])
+def test_cells_that_are_no_yield(tmp_path, cell):
+    path = tmp_path / "bad.csv"
+    path.write_text(f"Date,1 Mo,2 Yr\n2024-01-02,5.0,{cell}\n")
+    with pytest.raises(CurveFileError, match=r"row 2, column 3"):
+        load_curves(path)
