@@ -32,7 +32,7 @@ import threading
 import time
 
 from tesenv._store import Store, use_store
-from tesenv.registry import REGION_NAME, Registry, pid_alive
+from tesenv.registry import ID_BYTES, REGION_NAME, Registry, pid_alive
 
 __all__ = [
     "WorkerManager", "WorkerContext", "WorkerExit", "current",
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 CONFIG_PREFIX = "tes-worker-config/"
 STOP_PREFIX = "tes-worker-stop/"
 MODES = ("spawn", "fork", "forkserver", "thread")
+# Configuration fields the manager sets itself; config= may not override them.
+RESERVED_FIELDS = ("workerId", "registry", "port")
 # How often a worker process stamps its heartbeat and checks that its
 # manager still lives; also the fallback bound on orphaned lifetime.
 WATCHDOG_SECONDS = 0.25
@@ -267,9 +269,26 @@ class _Worker:
         self.restarts = 0
         self.stopping = False   # an exit now is expected
         self.relaunch = False   # restart() asked for a new start
+        self.start_error = None  # why a thread worker could not register
 
     def alive(self):
         return self.handle is not None and self.handle.is_alive()
+
+
+def _check_reserved(extra):
+    for field in RESERVED_FIELDS:
+        if field in extra:
+            raise ValueError(f"config may not set {field!r}: the manager "
+                             f"sets it for each worker")
+
+
+def _exit_code(code):
+    """The exit status a process would have after SystemExit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    return 1
 
 
 class WorkerManager:
@@ -298,6 +317,13 @@ class WorkerManager:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive int, got {count!r}")
+        longest = f"{id_prefix}-{count - 1}".encode("utf-8")
+        if len(longest) > ID_BYTES:
+            raise ValueError(f"worker ids are at most {ID_BYTES} bytes of "
+                             f"UTF-8; id_prefix {id_prefix!r} makes "
+                             f"{len(longest)}")
+        if not callable(config):
+            _check_reserved(config or {})
         self.target = target
         self.args = tuple(args)
         self.mode = mode
@@ -319,6 +345,7 @@ class WorkerManager:
         self._launch_error = None
         self._stopping = False
         self._quit = False
+        self._linger = False     # stop() left cleaning up to the monitor
         self._mp = None if mode == "thread" else multiprocessing.get_context(mode)
 
     # ---- configuration ---------------------------------------------------
@@ -330,6 +357,7 @@ class WorkerManager:
             if callable(self._config) else dict(self._config or {})
         port = None if self._base_port is None else \
             self._base_port + worker.index
+        _check_reserved(extra)
         config = {"workerId": worker.worker_id, "registry": REGION_NAME,
                   "port": port}
         config.update(extra)
@@ -358,15 +386,32 @@ class WorkerManager:
         from the monitor thread.  Returns self once every worker has
         registered (or already ended).
 
-        Raises RuntimeError if already started or if starting failed (the
-        cause is chained), TimeoutError after timeout seconds.
+        Raises RuntimeError if already started, if starting failed (the
+        cause is chained) or if workers ended before registering;
+        ValueError if a worker id is held by a live worker of another
+        manager on this store (give one of them another id_prefix);
+        TimeoutError after timeout seconds.
         """
         if self._monitor is not None:
             raise RuntimeError("this WorkerManager was started already")
+        configs = {w.worker_id: self.worker_config(w.worker_id)
+                   for w in self._workers}
+
+        # Two managers with the same ids would share configuration and stop
+        # keys.  Checked, not locked: managers starting at the same instant
+        # can still both pass.
+        live = {e["id"]: e["pid"]
+                for e in self.registry.workers(include_finished=False)}
+        for worker_id in configs:
+            if worker_id in live:
+                raise ValueError(
+                    f"worker id {worker_id!r} is held by a live worker (pid "
+                    f"{live[worker_id]}) on store {self.store.name!r}; give "
+                    f"this manager another id_prefix")
+
         self.store.set(self._stop_key, False)
-        for worker in self._workers:
-            self.store.set(config_key(worker.worker_id),
-                           self.worker_config(worker.worker_id))
+        for worker_id, config in configs.items():
+            self.store.set(config_key(worker_id), config)
         launched = threading.Event()
         self._monitor = threading.Thread(target=self._run, args=(launched,),
                                          name="tesenv-worker-monitor",
@@ -383,16 +428,43 @@ class WorkerManager:
         except TimeoutError:
             self.stop(timeout=1.0)
             raise
+        failed = self._unregistered()
+        if failed:
+            self.stop(timeout=1.0)
+            raise RuntimeError("workers ended before registering: " +
+                               "; ".join(failed))
         return self
 
-    def _wait_ready(self, timeout):
-        """Waits until every worker has registered as running (or already
-        ended); raises TimeoutError after timeout seconds."""
+    def _unregistered(self):
+        """'<id> (<why>)' for each worker that ended without registering."""
+        registered = {(e["id"], e["pid"]) for e in self.registry.workers()}
+        failed = []
+        with self._lock:
+            for w in self._workers:
+                if w.alive():
+                    continue
+                if self.mode == "thread":
+                    if w.start_error is None:
+                        continue
+                    why = f"{type(w.start_error).__name__}: {w.start_error}"
+                else:
+                    if (w.worker_id, w.pid) in registered:
+                        continue
+                    code = w.exitcode if w.handle is None else \
+                        w.handle.exitcode
+                    why = f"exit code {code}, see its stderr"
+                failed.append(f"{w.worker_id} ({why})")
+        return failed
+
+    def _wait_ready(self, timeout, workers=None):
+        """Waits until every worker (or each of workers) has registered as
+        running or already ended; raises TimeoutError after timeout
+        seconds."""
         deadline = time.monotonic() + timeout
+        workers = self._workers if workers is None else workers
         while True:
             with self._lock:
-                waiting = {w.worker_id: w.pid for w in self._workers
-                           if w.alive()}
+                waiting = {w.worker_id: w.pid for w in workers if w.alive()}
             for entry in self.registry.workers():
                 if waiting.get(entry["id"]) == entry["pid"] and \
                         entry["state"] != "starting":
@@ -407,6 +479,7 @@ class WorkerManager:
     def _launch(self, worker):
         """Starts worker; called on the monitor thread with the lock held."""
         worker.exitcode = None
+        worker.start_error = None
         worker.stopping = False
         worker.relaunch = False
         if self.mode == "thread":
@@ -432,8 +505,9 @@ class WorkerManager:
         try:
             context = WorkerContext(self.store, worker.worker_id, "thread",
                                     self._stop_key)
-        except BaseException:
+        except BaseException as e:
             worker.exitcode = 1
+            worker.start_error = e
             log.exception("worker %s could not start", worker.worker_id)
             self._wake()
             return
@@ -442,6 +516,10 @@ class WorkerManager:
         context.telemetry.set_state("running")
         try:
             self.target(context, *self.args)
+        except SystemExit as e:
+            # As a worker process would: the code is the exit status.
+            worker.exitcode = _exit_code(e.code)
+            context._leave("exited" if worker.exitcode == 0 else "dead")
         except BaseException:
             worker.exitcode = 1
             context._leave("dead")
@@ -482,6 +560,10 @@ class WorkerManager:
             self._reap()
             if self.mode == "thread":
                 self._stamp_thread_heartbeats()
+            if self._linger and all(w.handle is None for w in self._workers):
+                self._quit = True
+        if self._linger:
+            self._finish()
 
     def _stamp_thread_heartbeats(self):
         # Thread workers share the process; the monitor thread is the one
@@ -564,11 +646,13 @@ class WorkerManager:
 
     def restart(self, worker_id, timeout=5.0):
         """Ends worker_id (SIGTERM, then SIGKILL after timeout seconds) and
-        has the monitor thread start it again.  Returns the new pid.
+        has the monitor thread start it again.  Returns the new pid once the
+        new worker has registered (or already ended).
 
         Raises KeyError for an unknown id, RuntimeError for a running thread
         worker (threads cannot be ended from outside) or a manager that is
-        not running, TimeoutError if no new worker runs after timeout + 5 s.
+        not running, TimeoutError if no new worker runs after timeout + 5 s
+        or it has not registered timeout + 5 s after that.
         """
         worker = self._by_id[worker_id]
         with self._lock:
@@ -598,7 +682,9 @@ class WorkerManager:
                 elif left <= 0:
                     raise TimeoutError(f"worker {worker_id} did not restart")
                 self._changed.wait(max(0.01, min(left, WATCHDOG_SECONDS)))
-            return worker.pid
+            pid = worker.pid
+        self._wait_ready(timeout + 5.0, [worker])
+        return pid
 
     def workers(self):
         """A snapshot of the workers: dicts of worker_id, index, pid, alive,
@@ -614,9 +700,15 @@ class WorkerManager:
         waits up to timeout seconds; SIGTERMs, then SIGKILLs, the processes
         still running.  Removes the workers' configuration keys, and the
         store if the manager made it.  Returns True if every worker stopped
-        on its own in time."""
+        on its own in time.
+
+        Thread workers cannot be ended from outside: if some still run after
+        timeout, stop() returns False at once and leaves the store and keys
+        to them; the monitor thread reports their ends to on_exit as they
+        come and cleans up after the last one.
+        """
         with self._lock:
-            if self._quit:
+            if self._quit or self._linger:
                 return True
             self._stopping = True
             for worker in self._workers:
@@ -627,14 +719,25 @@ class WorkerManager:
             graceful = self._wait_all(timeout)
             if not graceful:
                 self._force_end()
+        with self._lock:
+            running = [w.worker_id for w in self._workers
+                       if w.handle is not None]
+        if running and self.mode == "thread" and self._monitor.is_alive():
+            log.warning("thread workers %s still run; their store is left "
+                        "open until they end", ", ".join(running))
+            self._linger = True  # the monitor sees it within WATCHDOG_SECONDS
+            return graceful
         self._quit = True
         self._wake()
         if self._monitor is not None:
             self._monitor.join(timeout=5.0)
+        self._finish()
+        return graceful
+
+    def _finish(self):
         self._cleanup_store()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
-        return graceful
 
     def _wait_all(self, timeout):
         """Waits until the monitor has reaped every worker; False on

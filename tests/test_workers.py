@@ -412,3 +412,101 @@ def test_each_worker_process_takes_one_reader_slot(store, mode):
         if mode == "fork":
             # The inherited Store is reused, not attached a second time.
             assert ids == [id(store)] * 3
+
+
+def test_an_id_prefix_too_long_is_refused_at_once(store):
+    with pytest.raises(ValueError, match="at most 64 bytes"):
+        WorkerManager(idle, 1, store=store, id_prefix="x" * 70)
+
+
+@pytest.mark.parametrize("mode", ["fork", "thread"])
+def test_start_fails_when_workers_die_before_registering(
+        store, mode, monkeypatch):
+    class Unregistrable:
+        def __init__(self, *args):
+            raise OSError("no room for this worker")
+
+    # A forked worker inherits the patched module.
+    monkeypatch.setattr(workers, "WorkerContext", Unregistrable)
+    manager = WorkerManager(idle, 2, store=store, mode=mode)
+    with pytest.raises(RuntimeError, match="before registering") as info:
+        manager.start(timeout=JOIN_SECONDS)
+    assert "worker-0" in str(info.value) and "worker-1" in str(info.value)
+    if mode == "thread":
+        assert "no room for this worker" in str(info.value)
+    assert all(not w["alive"] for w in manager.workers())
+
+
+def test_a_second_manager_with_the_same_ids_is_refused(store):
+    first = WorkerManager(idle, 2, store=store, mode="fork").start()
+    try:
+        second = WorkerManager(idle, 1, store=store, mode="fork")
+        with pytest.raises(ValueError, match="'worker-0' is held"):
+            second.start()
+        assert store["tes-worker-stop/worker"] is False
+        assert all(w["alive"] for w in first.workers())
+        other = WorkerManager(idle, 1, store=store, mode="fork",
+                              id_prefix="other").start()
+        assert other.stop(timeout=JOIN_SECONDS)
+        assert all(w["alive"] for w in first.workers())
+    finally:
+        first.stop()
+
+
+def test_config_may_not_set_reserved_fields(store):
+    for field in ("workerId", "registry", "port"):
+        with pytest.raises(ValueError, match=repr(field)):
+            WorkerManager(idle, 1, store=store, config={field: 1})
+    manager = WorkerManager(idle, 1, store=store, mode="thread",
+                            config=lambda wid, i: {"port": 1})
+    with pytest.raises(ValueError, match="'port'"):
+        manager.start()
+    assert config_key("worker-0") not in store
+
+
+def exit_with(ctx, code):
+    sys.exit(code)
+
+
+@pytest.mark.parametrize("code,status", [(0, 0), (3, 3), (None, 0)])
+def test_thread_worker_sys_exit_reports_its_code(store, caplog, code, status):
+    events = []
+    manager = WorkerManager(exit_with, 1, args=(code,), store=store,
+                            mode="thread", on_exit=events.append)
+    with manager, caplog.at_level("INFO", logger="tesenv.workers"):
+        assert _wait_for(lambda: events, DETECT_SECONDS)
+        assert events[0].exitcode == status
+    assert "Traceback" not in caplog.text
+    assert ("died" in caplog.text) == (status != 0)
+
+
+def test_stop_leaves_the_store_to_thread_workers_still_running():
+    release = threading.Event()
+    results, events = [], []
+
+    def late(ctx):
+        release.wait(JOIN_SECONDS)
+        results.append(ctx.get("answer"))
+
+    manager = WorkerManager(late, 1, mode="thread", on_exit=events.append)
+    name = manager.store.name
+    manager.start()
+    manager.publish("answer", 42)
+    try:
+        assert manager.stop(timeout=0.2) is False
+        assert os.path.exists(f"/dev/shm/{name}")
+    finally:
+        release.set()
+    assert _wait_for(lambda: events, JOIN_SECONDS)
+    assert results == [42]
+    assert events[0].exitcode == 0 and events[0].expected
+    assert _wait_for(lambda: not os.path.exists(f"/dev/shm/{name}"),
+                     JOIN_SECONDS)
+
+
+def test_restart_returns_once_the_new_worker_has_registered(store):
+    manager = WorkerManager(idle, 1, store=store, mode="spawn")
+    with manager:
+        new = manager.restart("worker-0", timeout=JOIN_SECONDS)
+        assert any(w["pid"] == new and w["state"] == "running"
+                   for w in read_workers(store))
