@@ -18,6 +18,7 @@ import http.server
 import json
 import logging
 import math
+import sys
 import threading
 import urllib.parse
 
@@ -84,7 +85,10 @@ def jsonable(value, path="value"):
 # The Prometheus text format.
 
 def _label_value(text):
-    return (str(text).replace("\\", "\\\\").replace('"', '\\"')
+    # A key may hold a lone surrogate, which UTF-8 cannot carry: it is shown
+    # as a backslash escape so that one odd key cannot break the page.
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return (text.replace("\\", "\\\\").replace('"', '\\"')
             .replace("\n", "\\n"))
 
 
@@ -215,7 +219,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._respond(head=False)
 
     def _respond(self, head):
-        path = urllib.parse.urlsplit(self.path).path.rstrip("/") or "/"
+        path = urllib.parse.urlsplit(self.path).path
+        # A key may end in "/", so a key's path keeps its trailing slashes.
+        if not path.startswith("/config/") or path == "/config/":
+            path = path.rstrip("/") or "/"
         try:
             status, content_type, body = self.server.view.answer(path)
         except Exception as e:  # one bad answer must not stop the server
@@ -280,6 +287,16 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        # Called inside the except block.  A client that leaves early is
+        # routine; anything else is one log line, not a traceback on stderr.
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.debug("client %s left: %s", client_address[0], error)
+        else:
+            log.error("error serving %s: %s: %s", client_address[0],
+                      type(error).__name__, error)
 
 
 class Server:

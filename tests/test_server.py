@@ -5,11 +5,12 @@ import http.client
 import json
 import math
 import socket
+import struct
 import time
 
 import pytest
 
-from tesenv.server import jsonable, NotJSONError, serve
+from tesenv.server import _label_value, jsonable, NotJSONError, serve
 from tesenv.workers import WorkerManager
 
 TIMEOUT_SECONDS = 10.0
@@ -187,3 +188,72 @@ def test_jsonable_names_what_json_cannot_show():
                         ({1: 2}, "value['k']"), (object(), "value['k']")]:
         with pytest.raises(NotJSONError, match=part.replace("[", r"\[")):
             jsonable({"k": value})
+
+
+def test_metrics_survive_a_key_with_a_lone_surrogate(store):
+    odd = "k\udcff"
+    assert _label_value(odd) == "k\\\\udcff"
+    _label_value(odd).encode("utf-8")
+    try:
+        store[odd] = 1
+    except (ValueError, UnicodeError):
+        pytest.skip("this store refuses keys with lone surrogates")
+    store["plain"] = 2
+    with serve(store) as server:
+        status, _, body = get(server, "/metrics")
+    assert status == 200
+    text = body.decode("utf-8")
+    assert 'key="k\\\\udcff"' in text and 'key="plain"' in text
+
+
+def test_a_key_ending_in_a_slash_can_be_fetched(store):
+    store["dir/"] = {"a": 1}
+    store["dir"] = {"b": 2}
+    with serve(store) as server:
+        status, _, body = get(server, "/config/dir/")
+        assert status == 200
+        assert json.loads(body)["value"] == {"a": 1}
+        status, _, body = get(server, "/config/dir")
+        assert json.loads(body)["value"] == {"b": 2}
+        status, _, body = get(server, "/config/")
+        assert status == 200 and isinstance(json.loads(body), list)
+
+
+@pytest.mark.parametrize("error", [BrokenPipeError(32, "Broken pipe"),
+                                   ConnectionResetError(104, "reset")])
+def test_a_client_that_disconnects_is_not_a_traceback(store, capsys, caplog,
+                                                      error):
+    with serve(store) as server, caplog.at_level("DEBUG", "tesenv.server"):
+        try:
+            raise error
+        except OSError:
+            server._httpd.handle_error(None, ("127.0.0.1", 1))
+    assert capsys.readouterr().err == ""
+    assert all(r.levelname == "DEBUG" and r.exc_info is None
+               for r in caplog.records)
+
+
+def test_a_server_error_is_one_log_line(store, capsys, caplog):
+    with serve(store) as server, caplog.at_level("DEBUG", "tesenv.server"):
+        try:
+            raise ValueError("bad state")
+        except ValueError:
+            server._httpd.handle_error(None, ("127.0.0.1", 1))
+    assert capsys.readouterr().err == ""
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "bad state" in errors[0].getMessage()
+
+
+def test_early_disconnects_leave_stderr_quiet(store, capfd):
+    store["big"] = list(range(100000))
+    with serve(store) as server:
+        for _ in range(20):
+            with socket.create_connection((server.host, server.port),
+                                          timeout=TIMEOUT_SECONDS) as s:
+                s.sendall(b"GET /config/big HTTP/1.0\r\n\r\n")
+                # Reset instead of a clean close, before reading a byte.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             struct.pack("ii", 1, 0))
+        assert get(server, "/healthz")[0] == 200
+    assert "Traceback" not in capfd.readouterr().err
