@@ -9,7 +9,10 @@ stderr and a non-zero exit status.
 """
 
 import argparse
+import contextlib
+import io
 import json
+import math
 import signal
 import sys
 import time
@@ -124,19 +127,66 @@ def _cmd_get(store, args):
     return 0
 
 
-def _cmd_set(store, args):
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not standard JSON")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a float")
+    return value
+
+
+def _parse_value(text):
+    """The JSON value text holds, standard JSON only.  Raises _Fail."""
     try:
-        value = json.loads(args.value)
+        return json.loads(text, parse_constant=_refuse_constant,
+                          parse_float=_finite_float)
     except json.JSONDecodeError as e:
         raise _Fail(f"the value is not JSON: {e}") from None
+    except ValueError as e:
+        raise _Fail(f"the value is not JSON: {e}") from None
+    except RecursionError:
+        raise _Fail("the value is nested too deeply") from None
+
+
+def _cmd_set(store, args):
+    value = _parse_value(args.value)
     version = store.set(args.key, value)
     print(f"{args.key} = version {version}")
     return 0
 
 
-def _cmd_watch(store, args):
+def _check_watch(args):
+    """A usage error message for watch's arguments, or None."""
     if args.count is not None and args.count < 1:
-        raise _Fail("--count must be at least 1")
+        return f"--count must be at least 1, got {args.count}"
+    if args.timeout is not None and not args.timeout >= 0:
+        return f"--timeout must be a number of seconds >= 0, got {args.timeout}"
+    return None
+
+
+def _bench(argv):
+    """Runs the benchmark with argv.  Its own parser prints a usage block
+    before an error; the arguments are checked first so that an error is
+    the one line the other commands give."""
+    from tesenv import bench
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            bench.parse_args(argv)
+    except SystemExit as e:
+        if not e.code:
+            return 0  # --help, already printed to stdout
+        lines = captured.getvalue().strip().splitlines()
+        print(lines[-1] if lines else "tesenv bench: bad arguments",
+              file=sys.stderr)
+        return e.code
+    return bench.main(argv)
+
+
+def _cmd_watch(store, args):
     deadline = None if args.timeout is None else \
         time.monotonic() + args.timeout
     printed = 0
@@ -248,10 +298,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = _parser().parse_known_args(argv)
     if args.command == "bench":
-        from tesenv.bench import main as bench_main
-        return bench_main(rest)
+        return _bench(rest)
     if rest:
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "watch" and _check_watch(args):
+        _parser().error(_check_watch(args))
 
     import tesenv
     try:

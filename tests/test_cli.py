@@ -223,8 +223,8 @@ def test_bench_passes_its_arguments_on(monkeypatch):
     seen = []
     monkeypatch.setattr(tesenv.bench, "main",
                         lambda argv: seen.append(argv) or 7)
-    assert cli.main(["bench", "--workers", "2", "--quick"]) == 7
-    assert seen == [["--workers", "2", "--quick"]]
+    assert cli.main(["bench", "--workers", "2", "--jobs", "10"]) == 7
+    assert seen == [["--workers", "2", "--jobs", "10"]]
 
 
 def test_main_runs_in_process(store, capsys):
@@ -250,3 +250,36 @@ def test_a_value_published_while_watching_from_a_thread(store):
                          "--timeout", "10"]) == 0
     finally:
         thread.join(TIMEOUT_SECONDS)
+
+
+def test_set_refuses_deep_nesting_in_one_line(store):
+    deep = "[" * 5000 + "]" * 5000
+    assert_fails(tesenv_cmd("--store", store.name, "set", "k", deep),
+                 "nested too deeply")
+    assert "k" not in store
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "[-Infinity]", "1e999",
+                                  '{"a": [NaN]}'])
+def test_set_refuses_non_standard_json(store, text):
+    assert_fails(tesenv_cmd("--store", store.name, "set", "k", text),
+                 "not JSON")
+    assert "k" not in store
+
+
+@pytest.mark.parametrize("args,words", [
+    (("--timeout", "-1"), ("--timeout",)),
+    (("--timeout", "nan"), ("--timeout",)),
+    (("--count", "0"), ("--count",)),
+])
+def test_watch_arguments_are_checked_before_the_store(args, words):
+    # No store is named or found: the usage error must come first.
+    result = tesenv_cmd("watch", "k", *args)
+    assert_fails(result, *words)
+    assert result.returncode == 2
+
+
+def test_bench_usage_errors_are_one_line():
+    result = tesenv_cmd("bench", "--workers", "zero")
+    assert_fails(result, "--workers")
+    assert result.returncode == 2
