@@ -32,9 +32,20 @@ _LIVE_STATES = frozenset(("starting", "running", "stopping"))
 
 
 def pid_alive(pid):
-    """True if a process with this pid exists (it may be a zombie)."""
+    """True if a process with this pid exists and, on Linux, is not a
+    zombie (a zombie has ended; only its exit status waits to be read)."""
     if pid <= 0:
         return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass  # no /proc: ask the kernel below
+    else:
+        # The state follows the command name, which may hold ") ".
+        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] != b"Z"
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -2,6 +2,9 @@
 
 import multiprocessing
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -9,7 +12,8 @@ import pytest
 import tesenv
 from tesenv import _telemetry
 from tesenv.registry import (
-    BUCKETS, JOB_TYPES, SLOT_COUNT, Registry, bucket_bounds_ns, read_workers,
+    BUCKETS, JOB_TYPES, SLOT_COUNT, Registry, bucket_bounds_ns, pid_alive,
+    read_workers,
 )
 
 TIMEOUT_SECONDS = 10.0
@@ -207,3 +211,24 @@ def test_counters_written_in_one_process_are_read_in_another(store):
     assert tick["count"] == sum(tick["buckets"]) == jobs
     assert tick["sum_ns"] == sum(i & 1023 for i in range(jobs))
     assert tick["max_ns"] == 1023
+
+
+def test_a_zombie_is_not_alive():
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("needs /proc")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            with open(f"/proc/{child.pid}/stat", "rb") as f:
+                stat = f.read()
+            if stat[stat.rindex(b")") + 2:].startswith(b"Z"):
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the child did not end")
+        assert not pid_alive(child.pid)
+        assert pid_alive(os.getpid())
+    finally:
+        child.wait(timeout=10.0)
+    assert not pid_alive(child.pid)
