@@ -190,20 +190,12 @@ def test_jsonable_names_what_json_cannot_show():
             jsonable({"k": value})
 
 
-def test_metrics_survive_a_key_with_a_lone_surrogate(store):
+def test_metric_labels_escape_lone_surrogates():
+    # The store refuses such keys now; a segment written before may hold
+    # them, and one odd key must not break the whole page.
     odd = "k\udcff"
     assert _label_value(odd) == "k\\\\udcff"
     _label_value(odd).encode("utf-8")
-    try:
-        store[odd] = 1
-    except (ValueError, UnicodeError):
-        pytest.skip("this store refuses keys with lone surrogates")
-    store["plain"] = 2
-    with serve(store) as server:
-        status, _, body = get(server, "/metrics")
-    assert status == 200
-    text = body.decode("utf-8")
-    assert 'key="k\\\\udcff"' in text and 'key="plain"' in text
 
 
 def test_a_key_ending_in_a_slash_can_be_fetched(store):
