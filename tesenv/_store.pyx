@@ -513,35 +513,33 @@ cdef object _mappings = weakref.WeakSet()
 # parent fills a spare reader slot with its pins; the child takes it over as
 # it starts, so those records stay pinned whatever the parent does next.
 
-def _before_fork():
-    cdef _Mapping m
-    for obj in list(_mappings):
-        m = <_Mapping>obj
-        if m.st != NULL:
-            tes_store_fork_prepare(m.st)
+cdef enum:
+    FORK_PREPARE = 0
+    FORK_PARENT = 1
+    FORK_CHILD = 2
 
 
-def _after_fork_in_parent():
-    cdef _Mapping m
-    for obj in list(_mappings):
-        m = <_Mapping>obj
-        if m.st != NULL:
-            tes_store_fork_parent(m.st)
-
-
-def _after_fork_in_child():
+cdef int _fork_step(int step) except -1:
     cdef tes_error err
     cdef _Mapping m
     for obj in list(_mappings):
         m = <_Mapping>obj
-        if m.st != NULL:
+        if m.st == NULL:
+            continue
+        if step == FORK_PREPARE:
+            tes_store_fork_prepare(m.st)
+        elif step == FORK_PARENT:
+            tes_store_fork_parent(m.st)
+        else:
             tes_store_fork_child(m.st, &err)
+    return 0
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork,
-                        after_in_parent=_after_fork_in_parent,
-                        after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=lambda: _fork_step(FORK_PREPARE),
+                        after_in_parent=lambda: _fork_step(FORK_PARENT),
+                        after_in_child=lambda: _fork_step(FORK_CHILD))
+
 _lock = threading.RLock()
 
 
