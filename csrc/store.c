@@ -59,8 +59,8 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 /* A forked child takes over its hand-over slot as it starts; one left
  * longer than this belonged to a child that died first. */
 #define TES__HANDOFF_PATIENCE_NS INT64_C(2000000000)
-#define TES__MAX_PENDING_HANDOFFS 4
-#define TES__PID_RELEASING (-1)
+#define TES__MAX_PENDING_HANDOFFS 8
+#define TES__OWNER_RELEASING UINT64_C(0xFFFFFFFF) /* pid -1: no one */
 
 /* What tes__alloc returns when its walk meets a block that cannot be. */
 #define TES__HEAP_DAMAGED (UINT64_MAX - 1)
@@ -128,10 +128,12 @@ typedef struct tes__pin {
     uint64_t count;                 /* owner process only */
 } tes__pin;
 
+/* A reader slot's owner is one word, so that who holds it and since when
+ * change together: the pid in the low 32 bits, the low 32 bits of the
+ * process's start time (to tell a reused pid apart) above.  0: free. */
 typedef struct tes__reader {
-    _Atomic int32_t pid;            /* 0: free */
-    uint32_t pad0;
-    _Atomic uint64_t start_time;    /* to tell a reused pid apart */
+    _Atomic uint64_t owner;
+    uint64_t pad0;
     _Atomic uint64_t active;        /* announced generation, 0: idle */
     uint8_t pad1[40];
     tes__pin pins[TES_PIN_SLOTS];
@@ -183,6 +185,7 @@ struct tes_store {
     tes__slot *slots;
     uint8_t *heap;
     int32_t reader_pid;         /* process that owns reader_index */
+    uint64_t reader_owner;      /* its owner word */
     uint32_t reader_index;      /* UINT32_MAX: none */
 
     /* Copies of the header's geometry, validated at attach: every bound
@@ -332,9 +335,25 @@ static int tes__process_alive(int32_t pid, uint64_t start)
     uint64_t now = tes__process_stat(pid, &state);
     if (state == 'Z' || state == 'X')
         return 0;
-    if (start != 0 && now != 0 && now != start)
+    if ((uint32_t)start != 0 && now != 0 && (uint32_t)now != (uint32_t)start)
         return 0;
     return 1;
+}
+
+static inline uint64_t tes__owner_of(int32_t pid, uint64_t start)
+{
+    return (uint64_t)(uint32_t)start << 32 | (uint32_t)pid;
+}
+
+static inline int32_t tes__owner_pid(uint64_t owner)
+{
+    return (int32_t)(uint32_t)owner;
+}
+
+/* Returns 1 if the process named by a reader slot's owner word lives. */
+static int tes__owner_alive(uint64_t owner)
+{
+    return tes__process_alive(tes__owner_pid(owner), owner >> 32);
 }
 
 static inline tes__block *tes__block_at(const tes_store *s, uint64_t off)
@@ -425,33 +444,33 @@ static inline int32_t tes__self(void)
  * Reader slots.
  */
 
-/* Claims a reader slot for pid: a free one, or one whose process is dead.
- * Fills it with the pins of copy_from (NULL: none).  Returns its index, or
- * UINT32_MAX when every slot is held by a live process. */
-static uint32_t tes__claim_reader(tes_store *s, int32_t pid, uint64_t start,
+/* Claims a reader slot for owner (see tes__reader): a free one, or one whose
+ * process is dead.  Fills it with the pins of copy_from (NULL: none).
+ * Returns its index, or UINT32_MAX when every slot is held by a live
+ * process.  The claim is one CAS of the owner word, so no reclaimer ever
+ * sees the slot without a live owner while it is being filled; until then
+ * the pins and announcement left in it only keep more memory. */
+static uint32_t tes__claim_reader(tes_store *s, uint64_t owner,
                                   const tes__reader *copy_from)
 {
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t i = 0; i < s->reader_count; i++) {
             tes__reader *r = &s->readers[i];
-            int32_t owner = atomic_load_explicit(&r->pid,
+            uint64_t held = atomic_load_explicit(&r->owner,
                                                  memory_order_relaxed);
-            if (pass == 0 && owner != 0)
+            if (pass == 0 && held != 0)
                 continue;
             if (pass == 1 &&
-                (owner <= 0 || owner == pid ||
-                 tes__process_alive(owner, atomic_load_explicit(
-                     &r->start_time, memory_order_relaxed))))
+                (held == 0 || tes__owner_pid(held) <= 0 || held == owner ||
+                 tes__owner_alive(held)))
                 continue;
             if (!atomic_compare_exchange_strong_explicit(
-                    &r->pid, &owner, pid, memory_order_acq_rel,
+                    &r->owner, &held, owner, memory_order_acq_rel,
                     memory_order_relaxed))
                 continue;
 
             /* The slot is ours: clear what a dead owner left, then copy
              * the pins asked for. */
-            atomic_store_explicit(&r->start_time, start,
-                                  memory_order_relaxed);
             atomic_store_explicit(&r->active, 0, memory_order_relaxed);
             for (int p = 0; p < TES_PIN_SLOTS; p++) {
                 uint64_t off = 0;
@@ -484,25 +503,26 @@ static void tes__free_reader(tes__reader *r)
     atomic_store_explicit(&r->active, 0, memory_order_relaxed);
 
     /* release; pairs with the acquire CAS of the next claimer */
-    atomic_store_explicit(&r->pid, 0, memory_order_release);
+    atomic_store_explicit(&r->owner, 0, memory_order_release);
 }
 
 /* Releases hand-over slots that no child took within
  * TES__HANDOFF_PATIENCE_NS (the child died first), and forgets those that
- * were taken.  A slot being released is marked TES__PID_RELEASING so that
+ * were taken.  A slot being released is marked TES__OWNER_RELEASING so that
  * neither the child nor a claimer can take it half cleared. */
-static void tes__sweep_handoffs(tes_store *s, int32_t me)
+static void tes__sweep_handoffs(tes_store *s)
 {
     uint64_t now = tes__now_ns();
+    uint64_t me = s->reader_owner;
     uint32_t kept = 0;
     for (uint32_t i = 0; i < s->pending_count; i++) {
         tes__reader *r = &s->readers[s->pending[i].index];
-        if (atomic_load_explicit(&r->pid, memory_order_relaxed) != me)
+        uint64_t expected = me;
+        if (atomic_load_explicit(&r->owner, memory_order_relaxed) != me)
             continue;
-        int32_t expected = me;
         if (now - s->pending[i].since_ns > TES__HANDOFF_PATIENCE_NS &&
             atomic_compare_exchange_strong_explicit(
-                &r->pid, &expected, TES__PID_RELEASING,
+                &r->owner, &expected, TES__OWNER_RELEASING,
                 memory_order_acq_rel, memory_order_relaxed)) {
             tes__free_reader(r);
             continue;
@@ -524,14 +544,15 @@ static int tes__ensure_reader(tes_store *s, tes_error *err)
     if (s->reader_index != UINT32_MAX) {
         if (s->reader_pid == me) {
             if (s->pending_count)
-                tes__sweep_handoffs(s, me);
+                tes__sweep_handoffs(s);
             return TES_OK;
         }
         inherited = &s->readers[s->reader_index];
     }
 
     s->pending_count = 0; /* the parent's, not ours */
-    uint32_t i = tes__claim_reader(s, me, tes__process_start(me), inherited);
+    uint64_t owner = tes__owner_of(me, tes__process_start(me));
+    uint32_t i = tes__claim_reader(s, owner, inherited);
     if (i == UINT32_MAX)
         return tes__fail(err, TES_EREADERS, 0,
                          "all %u reader slots of the store are held by live "
@@ -539,6 +560,7 @@ static int tes__ensure_reader(tes_store *s, tes_error *err)
                          s->reader_count);
     s->reader_index = i;
     s->reader_pid = me;
+    s->reader_owner = owner;
     s->read_depth = 0;
     return TES_OK;
 }
@@ -640,6 +662,7 @@ static void tes__bind(tes_store *s, uint8_t *base, uint64_t size_bytes)
     s->pending_count = 0;
     s->reader_index = UINT32_MAX;
     s->reader_pid = 0;
+    s->reader_owner = 0;
 }
 
 static int tes__init_mutex(pthread_mutex_t *m)
@@ -1171,17 +1194,16 @@ static uint64_t tes__reclaim_locked(tes_store *s, uint64_t *in_flight)
 
     for (uint32_t i = 0; i < s->reader_count; i++) {
         tes__reader *r = &s->readers[i];
-        int32_t pid = atomic_load_explicit(&r->pid, memory_order_acquire);
-        if (pid == 0)
+        uint64_t owner = atomic_load_explicit(&r->owner,
+                                              memory_order_acquire);
+        if (tes__owner_pid(owner) <= 0)
             continue;
 
         /* acquire; pairs with the release clear in tes_store_read_end, so
          * the pins made during that read are visible. */
         uint64_t active = atomic_load_explicit(&r->active,
                                                memory_order_acquire);
-        uint64_t start = atomic_load_explicit(&r->start_time,
-                                              memory_order_relaxed);
-        if (!tes__process_alive(pid, start))
+        if (!tes__owner_alive(owner))
             continue;
         if (active != 0 && active < min_active)
             min_active = active;
@@ -1766,9 +1788,8 @@ int tes_store_fork_prepare(tes_store *s)
      * while; past a few, later children copy their pins instead. */
     if (s->pending_count >= TES__MAX_PENDING_HANDOFFS)
         return TES_EREADERS;
-    s->handoff_index = tes__claim_reader(
-        s, s->reader_pid, tes__process_start(s->reader_pid),
-        &s->readers[s->reader_index]);
+    s->handoff_index = tes__claim_reader(s, s->reader_owner,
+                                         &s->readers[s->reader_index]);
     return s->handoff_index == UINT32_MAX ? TES_EREADERS : TES_OK;
 }
 
@@ -1790,15 +1811,16 @@ int tes_store_fork_child(tes_store *s, tes_error *err)
     s->handoff_index = UINT32_MAX;
     s->pending_count = 0;
     if (h != UINT32_MAX) {
+        /* One CAS moves the slot, pins and all, from parent to child. */
         tes__reader *r = &s->readers[h];
-        int32_t parent = s->reader_pid;
+        uint64_t parent = s->reader_owner;
+        uint64_t owner = tes__owner_of(me, tes__process_start(me));
         if (atomic_compare_exchange_strong_explicit(
-                &r->pid, &parent, me, memory_order_acq_rel,
+                &r->owner, &parent, owner, memory_order_acq_rel,
                 memory_order_relaxed)) {
-            atomic_store_explicit(&r->start_time, tes__process_start(me),
-                                  memory_order_relaxed);
             s->reader_index = h;
             s->reader_pid = me;
+            s->reader_owner = owner;
             s->read_depth = 0;
             return TES_OK;
         }
@@ -1812,6 +1834,7 @@ int tes_store_fork_child(tes_store *s, tes_error *err)
      * of this store: it will claim a clean slot when it first reads. */
     s->reader_index = UINT32_MAX;
     s->reader_pid = 0;
+    s->reader_owner = 0;
     return TES_OK;
 }
 
@@ -1963,11 +1986,9 @@ int tes_store_stats(tes_store *s, tes_stats *out, tes_error *err)
                 TES__SLOT_KEY &&
             atomic_load_explicit(&s->slots[i].block, memory_order_relaxed);
     for (uint32_t i = 0; i < s->reader_count; i++) {
-        tes__reader *r = &s->readers[i];
-        int32_t pid = atomic_load_explicit(&r->pid, memory_order_relaxed);
-        if (pid && tes__process_alive(pid, atomic_load_explicit(
-                                               &r->start_time,
-                                               memory_order_relaxed)))
+        uint64_t owner = atomic_load_explicit(&s->readers[i].owner,
+                                              memory_order_relaxed);
+        if (tes__owner_pid(owner) > 0 && tes__owner_alive(owner))
             out->reader_count++;
     }
     return TES_OK;

@@ -237,10 +237,12 @@ void tes_store_read_end(tes_store *store);
  * a spare reader slot with this process's pins; after it, the child takes
  * that slot over with tes_store_fork_child and the parent calls
  * tes_store_fork_parent, which keeps the slot until the child has it (or,
- * if the child dies first, for a few seconds).  When this process pins
+ * if the child dies first, for two seconds).  When this process pins
  * nothing, nothing is handed over and the child takes a slot only when it
- * first reads.  A child forked without prepare copies its pins on first
- * use instead, which leaves a short race.
+ * first reads.  A child forked without prepare, or while eight earlier
+ * children are still starting, or that starts more than two seconds after
+ * the fork, copies its pins on first use instead: if the parent dropped
+ * and republished those records meanwhile, the child's views may change.
  * prepare returns TES_OK or TES_EREADERS (then no hand-over is made);
  * fork_child returns TES_OK or TES_EREADERS.
  */

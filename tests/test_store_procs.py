@@ -364,6 +364,71 @@ def test_writers_killed_midway_lose_nothing_and_block_no_one():
         s.close()
 
 
+CHURN_DRIVER = r"""
+import os, random, signal, sys, time
+import numpy as np
+import tesenv
+
+# Writers and checking readers are forked and SIGKILLed over and over: a
+# reader slot claimed or handed over must never look dead to the reclaimer
+# while its new owner reads, or a live reader would see freed memory.
+store = tesenv.Store.create(sys.argv[1], size=1 << 20, max_keys=16,
+                            max_readers=16)
+for k in range(4):
+    store[f"k{k}"] = {"a": np.zeros(2000), "n": 0}
+random.seed(1)
+failures = 0
+for _ in range(int(sys.argv[2])):
+    pids = []
+    for role in range(4):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                i = 0
+                held = []
+                while True:
+                    i += 1
+                    key = f"k{i % 4}"
+                    if role % 2 == 0:
+                        store[key] = {"a": np.full(2000, float(i)), "n": i}
+                    else:
+                        d = store[key]
+                        if not (d["a"] == d["n"]).all():
+                            code = 3
+                            break
+                        held = (held + [d])[-3:]
+            except BaseException:
+                code = 4
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    time.sleep(random.random() * 0.01)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        failures += not os.WIFSIGNALED(os.waitpid(pid, 0)[1])
+store.close()
+print(failures)
+"""
+
+
+def test_readers_forked_and_killed_in_a_churn_never_see_freed_memory(
+        tmp_path):
+    script = tmp_path / "churn.py"
+    script.write_text(CHURN_DRIVER)
+    name = unique_name("churn")
+    try:
+        r = subprocess.run([sys.executable, str(script), name, "250"],
+                           capture_output=True, text=True, timeout=120,
+                           env=child_env())
+    finally:
+        if os.path.exists(shm_path(name)):
+            os.unlink(shm_path(name))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "0", r.stderr
+
+
 # ---------------------------------------------------------------- races
 
 def _publish_n(name, key, n, out):
