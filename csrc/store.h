@@ -43,7 +43,10 @@
  * it.  A reader whose announcement the reclaimer did not see ordered its
  * fence after the reclaimer's fence, so it too sees the newer block.  Reader
  * slots of dead processes are ignored and later reused, which releases the
- * pins of a reader that was killed while holding views.
+ * pins of a reader that was killed while holding views.  A reader slot's
+ * owner (pid and process start time) is one word changed by one CAS, so a
+ * slot being claimed, or handed from a forking parent to its child, never
+ * looks dead to a reclaimer in between.
  *
  * If a writer dies holding the mutex, the next writer to lock it is told so
  * by the kernel (robust mutex) and repairs the heap before going on: blocks
@@ -52,7 +55,13 @@
  * of a publish leaves the heap walkable, so no dead writer loses a value
  * that was fully published and no state stays stuck.
  *
+ * A publisher that finds no room because readers are in the middle of a
+ * read waits for them (up to half a second), since they finish without
+ * help; a reader stopped mid-read can therefore make writers fail, never
+ * other readers.
+ *
  * A tes_store handle is for one thread at a time: it owns one reader slot.
+ * (The Python layer calls it under the GIL from any thread.)
  */
 #ifndef TES_STORE_H
 #define TES_STORE_H
