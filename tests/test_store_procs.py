@@ -62,6 +62,20 @@ def child_env():
     return {k: v for k, v in os.environ.items() if k != "TESENV_STORE"}
 
 
+def run_driver(tmp_path, source, *args, segment=None, timeout=120):
+    """Runs a driver script in a fresh interpreter and returns the
+    CompletedProcess; removes the segment it names even if it crashed."""
+    script = tmp_path / "driver.py"
+    script.write_text(source)
+    try:
+        return subprocess.run([sys.executable, str(script), *args],
+                              capture_output=True, text=True,
+                              timeout=timeout, env=child_env(), cwd=tmp_path)
+    finally:
+        if segment and os.path.exists(shm_path(segment)):
+            os.unlink(shm_path(segment))
+
+
 def run_python(code, timeout=120):
     return subprocess.run([sys.executable, "-c", code], capture_output=True,
                           text=True, timeout=timeout, env=child_env())
@@ -118,10 +132,7 @@ if __name__ == "__main__":
 
 
 def test_children_find_the_default_store_however_started(tmp_path):
-    script = tmp_path / "driver.py"
-    script.write_text(DISCOVERY_DRIVER)
-    r = subprocess.run([sys.executable, str(script)], capture_output=True,
-                       text=True, timeout=240, env=child_env(), cwd=tmp_path)
+    r = run_driver(tmp_path, DISCOVERY_DRIVER, timeout=240)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     for method in ("spawn", "forkserver", "fork"):
@@ -223,11 +234,7 @@ if __name__ == "__main__":
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_store_made_by_a_multiprocessing_child_goes_with_it(tmp_path,
                                                             method):
-    script = tmp_path / "first.py"
-    script.write_text(FIRST_PUBLISHER_DRIVER)
-    r = subprocess.run([sys.executable, str(script), method],
-                       capture_output=True, text=True, timeout=120,
-                       env=child_env(), cwd=tmp_path)
+    r = run_driver(tmp_path, FIRST_PUBLISHER_DRIVER, method)
     assert r.returncode == 0, r.stderr
     name, exitcode, exists = r.stdout.split()
     assert exitcode == "0" and exists == "False", name
@@ -415,16 +422,8 @@ print(failures)
 
 def test_readers_forked_and_killed_in_a_churn_never_see_freed_memory(
         tmp_path):
-    script = tmp_path / "churn.py"
-    script.write_text(CHURN_DRIVER)
     name = unique_name("churn")
-    try:
-        r = subprocess.run([sys.executable, str(script), name, "250"],
-                           capture_output=True, text=True, timeout=120,
-                           env=child_env())
-    finally:
-        if os.path.exists(shm_path(name)):
-            os.unlink(shm_path(name))
+    r = run_driver(tmp_path, CHURN_DRIVER, name, "250", segment=name)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0", r.stderr
 
@@ -629,16 +628,8 @@ if __name__ == "__main__":
 
 
 def test_scribbled_records_raise_or_read_good_never_crash(tmp_path):
-    script = tmp_path / "scribble.py"
-    script.write_text(SCRIBBLE_DRIVER)
     name = unique_name("scrib")
-    try:
-        r = subprocess.run([sys.executable, str(script), name],
-                           capture_output=True, text=True, timeout=120,
-                           env=child_env())
-    finally:
-        if os.path.exists(shm_path(name)):
-            os.unlink(shm_path(name))
+    r = run_driver(tmp_path, SCRIBBLE_DRIVER, name, segment=name)
     assert r.returncode == 0, r.stderr
     ok, raised, wrong, codes = r.stdout.split(maxsplit=3)
     assert codes.strip() == "[0, 0]"
