@@ -8,18 +8,14 @@ faster (for the a*x+b line: how many times slower than that floor).
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 import timeit
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tesenv._spline import Spline  # noqa: E402
+from tesenv import Spline
+from tesenv.bench import machine_info
 
 try:
     from scipy.interpolate import CubicSpline
@@ -34,17 +30,6 @@ def median_seconds(fn, repeats, number=1):
     """Median over repeats of the time of one call of fn."""
     times = timeit.repeat(fn, number=number, repeat=repeats)
     return statistics.median(times) / number
-
-
-def machine():
-    uname = platform.uname()
-    return {
-        "processor": platform.processor() or uname.machine,
-        "uname": f"{uname.system} {uname.release} {uname.machine}",
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
 
 
 def run(repeats):
@@ -117,9 +102,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
-    info = machine()
-    print(f"machine: {info['processor']}, {info['uname']}, "
-          f"{info['cpu_count']} CPUs, Python {info['python']}, "
+    info = machine_info()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, "
+          f"{info['platform']}, Python {info['python']}, "
           f"numpy {info['numpy']}")
     started = time.perf_counter()
     rows = run(args.repeats)

@@ -10,7 +10,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
@@ -20,23 +19,9 @@ import numpy as np
 
 import tesenv
 from tesenv import Store
+from tesenv.bench import machine_info
 
 REPEATS = 7
-
-
-def machine():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(),
-            "system": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "numpy": np.__version__}
 
 
 def per_call_ns(stmt, namespace, number):
@@ -230,8 +215,9 @@ def report(r):
          r["array_100k_read_ns"] / b,
          "zero-copy" if r["array_100k_zero_copy"] else "COPIED"),
     ]
-    print(f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, "
-          f"{r['machine']['system']}, Python {r['machine']['python']}")
+    m = r["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, "
+          f"Python {m['python']}")
     print(f"{'read':34} {'median ns':>10} {'x base':>8}  note")
     for name, ns, ratio, note in rows:
         print(f"{name:34} {ns:10.1f} {ratio:8.2f}  {note}")
@@ -254,7 +240,7 @@ def main(argv=None):
     number = 20_000 if args.quick else 500_000
     rounds = 50 if args.quick else 1000
 
-    results = {"machine": machine()}
+    results = {"machine": machine_info()}
     store = Store.create(size=64 << 20)
     try:
         tesenv.use_store(store)

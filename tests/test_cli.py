@@ -13,7 +13,6 @@ import urllib.request
 import numpy as np
 import pytest
 
-import tesenv
 from tesenv import cli
 
 TIMEOUT_SECONDS = 30.0

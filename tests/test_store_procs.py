@@ -5,7 +5,6 @@ every wait has a timeout so that a hang fails instead of stalling the run.
 """
 
 import json
-import mmap
 import multiprocessing as mp
 import os
 import signal
