@@ -151,6 +151,7 @@ cdef class Store:
 
     cdef int _check_open(self) except -1
     cdef _Entry _entry(self, str key)
+    cdef int _find_slot(self, bytes key_bytes, uint32_t *slot) except -1
     cdef _Entry _refresh(self, str key, _Entry entry)
     cdef object _lookup(self, str key, object default)
 

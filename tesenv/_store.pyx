@@ -769,6 +769,17 @@ cdef class Store:
             return None
         return <_Entry>p
 
+    cdef int _find_slot(self, bytes key_bytes, uint32_t *slot) except -1:
+        """Sets *slot and returns 1 if the key was ever published, else 0."""
+        cdef tes_error err
+        cdef int rc = tes_store_lookup(self._st, key_bytes, len(key_bytes),
+                                       slot, &err)
+        if rc == TES_ENOKEY:
+            return 0
+        if rc != TES_OK:
+            _raise(&err)
+        return 1
+
     cdef _Entry _refresh(self, str key, _Entry entry):
         """Decodes the key's current record into the cache.  Returns None
         if the key was never published."""
@@ -779,12 +790,8 @@ cdef class Store:
         cdef _Reader r
         self._check_open()
         if entry is None:
-            kb = _key_bytes(key)
-            rc = tes_store_lookup(self._st, kb, len(kb), &slot, &err)
-            if rc == TES_ENOKEY:
+            if not self._find_slot(_key_bytes(key), &slot):
                 return None
-            if rc != TES_OK:
-                _raise(&err)
             entry = _Entry.__new__(_Entry)
             entry.slot = slot
             entry.word = tes_store_version_word(self._st, slot)
@@ -823,15 +830,7 @@ cdef class Store:
 
     def get(self, key, default=None):
         """The key's current value, or default if it has none."""
-        cdef PyObject *p = PyDict_GetItem(self._cache, key)
-        cdef _Entry e
-        if p != NULL:
-            e = <_Entry>p
-            if tes_version_load(e.word) == e.version:
-                return default if e.value is _MISSING else e.value
-        if not isinstance(key, str):
-            _key_bytes(key)
-        return self._lookup(key, default)
+        return _get(self, key, default)
 
     def __getitem__(self, key):
         value = self.get(key, _MISSING)
@@ -845,20 +844,14 @@ cdef class Store:
     def version(self, key):
         """The key's current version without decoding its value: 0 if it
         was never published.  Versions only grow; a delete is a version."""
-        cdef tes_error err
         cdef uint32_t slot
-        cdef int rc
         cdef _Entry e
         self._check_open()
         e = self._entry(key) if isinstance(key, str) else None
         if e is not None:
             return tes_version_load(e.word)
-        kb = _key_bytes(key)
-        rc = tes_store_lookup(self._st, kb, len(kb), &slot, &err)
-        if rc == TES_ENOKEY:
+        if not self._find_slot(_key_bytes(key), &slot):
             return 0
-        if rc != TES_OK:
-            _raise(&err)
         return tes_version_load(tes_store_version_word(self._st, slot))
 
     def wait(self, key, after_version, timeout=None):
@@ -898,7 +891,7 @@ cdef class Store:
                 timeout = None
         deadline = None if timeout is None else time.monotonic() + timeout
 
-        while tes_store_lookup(self._st, kb, len(kb), &slot, &err) != TES_OK:
+        while not self._find_slot(kb, &slot):
             if deadline is not None and time.monotonic() >= deadline:
                 return 0
             time.sleep(0.001)
@@ -966,8 +959,7 @@ cdef class Store:
         self._check_open()
         out = []
         for k in self.keys():
-            kb = _key_bytes(k)
-            if tes_store_lookup(self._st, kb, len(kb), &slot, &err) != TES_OK:
+            if not self._find_slot(_key_bytes(k), &slot):
                 continue
             rc = tes_store_read_begin(self._st, slot, &rec, &err)
             try:
@@ -1119,6 +1111,21 @@ cdef class Store:
         check where values live."""
         self._check_open()
         return np.frombuffer(_SegmentView.of(self._mapping, False), np.uint8)
+
+
+cdef inline object _get(Store s, object key, object default):
+    """The read every get goes through.  An unchanged key costs one dict
+    lookup, one acquire load of its version word and a compare; anything
+    else (a new version, an unknown or invalid key) takes the slow path."""
+    cdef PyObject *p = PyDict_GetItem(s._cache, key)
+    cdef _Entry e
+    if p != NULL:
+        e = <_Entry>p
+        if tes_version_load(e.word) == e.version:
+            return default if e.value is _MISSING else e.value
+    if not isinstance(key, str):
+        _key_bytes(key)
+    return s._lookup(key, default)
 
 
 @cython.final
@@ -1317,21 +1324,12 @@ def get_environment_data(key, default=None):
     after a publish decodes the new value once for the whole process.
     """
     cdef Store s = _default
-    cdef PyObject *p
-    cdef _Entry e
     if s is None:
         s = _find_default()
         if s is None:
             _key_bytes(key)
             return default
-    p = PyDict_GetItem(s._cache, key)
-    if p != NULL:
-        e = <_Entry>p
-        if tes_version_load(e.word) == e.version:
-            return default if e.value is _MISSING else e.value
-    if not isinstance(key, str):
-        _key_bytes(key)
-    return s._lookup(key, default)
+    return _get(s, key, default)
 
 
 def set_environment_data(key, value):
