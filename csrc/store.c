@@ -1556,6 +1556,29 @@ int tes_store_delete(tes_store *s, const char *key, size_t key_bytes,
     return TES_OK;
 }
 
+/* Validates the region block a slot names (ref: offset + 1), reading each
+ * field once.  Returns TES_OK with the data's offset from the segment base
+ * and its size, or TES_ECORRUPT. */
+static int tes__region_at(const tes_store *s, uint64_t ref,
+                          size_t name_bytes, uint64_t *offset,
+                          uint64_t *region_bytes, tes_error *err)
+{
+    uint64_t off = ref - 1;
+    uint64_t data_at = TES__BLOCK_HEADER_BYTES +
+                       tes__key_area_bytes((uint32_t)name_bytes);
+    tes__block *b = tes__block_at(s, off);
+    uint64_t size = off % TES_RECORD_ALIGN_BYTES || off >= s->heap_bytes
+                        ? 0 : tes__block_size(b);
+    uint64_t bytes = size ? b->payload_bytes : 0;
+    if (size == 0 || size > s->heap_bytes - off ||
+        tes__block_state(b) != TES__BLOCK_REGION || data_at > size ||
+        bytes > size - data_at)
+        return tes__fail(err, TES_ECORRUPT, 0, "region is damaged");
+    *offset = s->header->heap_offset + off + data_at;
+    *region_bytes = bytes;
+    return TES_OK;
+}
+
 int tes_store_region(tes_store *s, const char *name, size_t name_bytes,
                      uint64_t region_bytes, uint64_t *offset, int *created,
                      tes_error *err)
@@ -1584,20 +1607,17 @@ int tes_store_region(tes_store *s, const char *name, size_t name_bytes,
     uint64_t data_at = TES__BLOCK_HEADER_BYTES +
                        tes__key_area_bytes((uint32_t)name_bytes);
     if (ref) {
-        tes__block *b = tes__block_at(s, ref - 1);
-        int ok = tes__block_ok(s, ref - 1) &&
-                 tes__block_state(b) == TES__BLOCK_REGION &&
-                 b->payload_bytes <= tes__block_size(b) - data_at;
+        uint64_t found_bytes;
         tes__unlock(s);
-        if (!ok)
-            return tes__fail(err, TES_ECORRUPT, 0, "region is damaged");
-        if (b->payload_bytes < region_bytes)
+        if ((rc = tes__region_at(s, ref, name_bytes, offset, &found_bytes,
+                                 err)) != TES_OK)
+            return rc;
+        if (found_bytes < region_bytes)
             return tes__fail(err, TES_EINVAL, 0,
                              "region exists with %llu bytes, fewer than the "
                              "%llu asked for",
-                             (unsigned long long)b->payload_bytes,
+                             (unsigned long long)found_bytes,
                              (unsigned long long)region_bytes);
-        *offset = s->header->heap_offset + ref - 1 + data_at;
         *created = 0;
         return TES_OK;
     }
@@ -1649,21 +1669,7 @@ int tes_store_find_region(const tes_store *s, const char *name,
                                                       memory_order_acquire);
     if (ref == 0)
         return tes__fail(err, TES_ENOKEY, 0, "no such region");
-
-    uint64_t off = ref - 1;
-    uint64_t data_at = TES__BLOCK_HEADER_BYTES +
-                       tes__key_area_bytes((uint32_t)name_bytes);
-    tes__block *b = tes__block_at(s, off);
-    uint64_t size = off % TES_RECORD_ALIGN_BYTES || off >= s->heap_bytes
-                        ? 0 : tes__block_size(b);
-    uint64_t bytes = size ? b->payload_bytes : 0;
-    if (size == 0 || size > s->heap_bytes - off ||
-        tes__block_state(b) != TES__BLOCK_REGION || data_at > size ||
-        bytes > size - data_at)
-        return tes__fail(err, TES_ECORRUPT, 0, "region is damaged");
-    *offset = s->header->heap_offset + off + data_at;
-    *region_bytes = bytes;
-    return TES_OK;
+    return tes__region_at(s, ref, name_bytes, offset, region_bytes, err);
 }
 
 /* ------------------------------------------------------------------------
