@@ -340,6 +340,11 @@ static int tes__process_alive(int32_t pid, uint64_t start)
     return 1;
 }
 
+int tes_process_alive(int32_t pid)
+{
+    return tes__process_alive(pid, 0);
+}
+
 static inline uint64_t tes__owner_of(int32_t pid, uint64_t start)
 {
     return (uint64_t)(uint32_t)start << 32 | (uint32_t)pid;

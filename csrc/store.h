@@ -190,6 +190,9 @@ int tes_store_probe(const char *name, tes_probe *out, tes_error *err);
  * with a dot.  Returns TES_OK or TES_EINVAL. */
 int tes_store_check_name(const char *name, tes_error *err);
 
+/* Returns 1 if a process with this pid exists and is not a zombie. */
+int tes_process_alive(int32_t pid);
+
 /* The segment's base address and size, and its header flags. */
 const uint8_t *tes_store_base(const tes_store *store);
 uint64_t tes_store_size(const tes_store *store);

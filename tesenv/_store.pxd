@@ -86,6 +86,7 @@ cdef extern from "store.h" nogil:
     int tes_store_unlink(const char *name, tes_error *err)
     int tes_store_probe(const char *name, tes_probe *out, tes_error *err)
     int tes_store_check_name(const char *name, tes_error *err)
+    int tes_process_alive(int32_t pid)
     const uint8_t *tes_store_base(const tes_store *store)
     uint64_t tes_store_size(const tes_store *store)
     uint32_t tes_store_flags(const tes_store *store)

@@ -1350,6 +1350,14 @@ def delete_environment_data(key):
 # --------------------------------------------------------------------------
 # Segments left behind.
 
+def process_alive(pid):
+    """True if a process with this pid exists and is not a zombie (one that
+    has ended and only waits for its exit status to be read)."""
+    if not isinstance(pid, int) or not 0 < pid < 2**31:
+        return False
+    return bool(tes_process_alive(pid))
+
+
 def list_stores():
     """Every tesenv segment on this machine: name, size, creator pid, and
     whether that creator is alive.  Linux only (it lists /dev/shm)."""

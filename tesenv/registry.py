@@ -14,7 +14,7 @@ import logging
 import os
 
 from tesenv import _telemetry
-from tesenv._store import StoreFullError
+from tesenv._store import StoreFullError, process_alive as pid_alive
 from tesenv._telemetry import (
     BUCKETS, ID_BYTES, JOB_TYPES, KIND_CODES, REGION_BYTES, SLOT_COUNT,
     STATE_CODES, STATES, JobType, Telemetry,
@@ -29,30 +29,6 @@ log = logging.getLogger(__name__)
 
 REGION_NAME = "tes-registry"
 _LIVE_STATES = frozenset(("starting", "running", "stopping"))
-
-
-def pid_alive(pid):
-    """True if a process with this pid exists and, on Linux, is not a
-    zombie (a zombie has ended; only its exit status waits to be read)."""
-    if pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        pass  # no /proc: ask the kernel below
-    else:
-        # The state follows the command name, which may hold ") ".
-        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] != b"Z"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def bucket_bounds_ns():
