@@ -168,7 +168,9 @@ int main(int argc, char **argv)
         {TES_SPLINE_LINEAR, "linear"},
     };
     double grid[BENCH_GRID_POINTS];
-    double *out, *along, *aout, ns[BENCH_BATCHES], copy_ns, axpb_ns;
+    double *out, *along, *ashuffled, *aout, ns[BENCH_BATCHES];
+    double copy_ns, axpb_ns;
+    uint64_t lcg = 88172645463325252u;
     double checksum = 0.0;
     int64_t i;
     int b;
@@ -183,8 +185,23 @@ int main(int argc, char **argv)
     out = bench_alloc((size_t)(ncurves * BENCH_GRID_POINTS));
     along = bench_alloc((size_t)npoints);
     aout = bench_alloc((size_t)npoints);
+    ashuffled = bench_alloc((size_t)npoints);
     for (i = 0; i < npoints; i++)
         along[i] = 1.0 / 12 + (30.0 - 1.0 / 12) * (double)i / (npoints - 1);
+
+    /* The same points in random order (Fisher-Yates, a fixed LCG), for an
+     * interval search that cannot lean on the previous point. */
+    memcpy(ashuffled, along, (size_t)npoints * sizeof(double));
+    for (i = npoints - 1; i > 0; i--) {
+        int64_t j;
+        double t;
+
+        lcg = lcg * 6364136223846793005u + 1442695040888963407u;
+        j = (int64_t)((lcg >> 33) % (uint64_t)(i + 1));
+        t = ashuffled[i];
+        ashuffled[i] = ashuffled[j];
+        ashuffled[j] = t;
+    }
 
     /* The floors: the least any pass over the array can cost. */
     for (b = 0; b < BENCH_BATCHES; b++) {
@@ -207,18 +224,20 @@ int main(int argc, char **argv)
     axpb_ns = bench_median(ns, BENCH_BATCHES);
 
     printf("spline kernel, C only (csrc/spline.h): %lld curves x %d grid "
-           "points (batch),\none curve x %lld sorted points (long)\n",
+           "points (batch),\none curve x %lld points, sorted and shuffled "
+           "(long)\n",
            (long long)ncurves, BENCH_GRID_POINTS, (long long)npoints);
     printf("floors on %lld doubles: memcpy %.3f ns/element, "
            "a*x+b %.3f ns/element\n\n", (long long)npoints, copy_ns, axpb_ns);
-    printf("%-11s %12s %12s %12s %11s %11s\n", "kind", "batch value",
-           "batch slope", "long value", "x memcpy", "x a*x+b");
-    printf("%-11s %12s %12s %12s %11s %11s\n", "", "ns/point", "ns/point",
-           "ns/point", "(long)", "(long)");
+    printf("%-11s %12s %12s %12s %12s %11s %11s\n", "kind", "batch value",
+           "batch slope", "long sorted", "long random", "x memcpy",
+           "x a*x+b");
+    printf("%-11s %12s %12s %12s %12s %11s %11s\n", "", "ns/point",
+           "ns/point", "ns/point", "ns/point", "(sorted)", "(sorted)");
 
     for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
         tes_spline s, one;
-        double value_ns, slope_ns, long_ns;
+        double value_ns, slope_ns, long_ns, random_ns;
         int64_t bad;
 
         if (bench_fit(kinds[k].kind, ncurves, &s) != 0)
@@ -239,9 +258,17 @@ int main(int argc, char **argv)
             checksum += aout[b];
         }
         long_ns = bench_median(ns, BENCH_BATCHES);
-        printf("%-11s %12.3f %12.3f %12.3f %10.1fx %10.1fx\n", kinds[k].name,
-               value_ns, slope_ns, long_ns, long_ns / copy_ns,
-               long_ns / axpb_ns);
+        for (b = 0; b < BENCH_BATCHES; b++) {
+            double t0 = bench_now_ns();
+
+            tes_spline_eval(&one, ashuffled, npoints, 0, aout, &bad);
+            ns[b] = (bench_now_ns() - t0) / (double)npoints;
+            checksum += aout[b];
+        }
+        random_ns = bench_median(ns, BENCH_BATCHES);
+        printf("%-11s %12.3f %12.3f %12.3f %12.3f %10.1fx %10.1fx\n",
+               kinds[k].name, value_ns, slope_ns, long_ns, random_ns,
+               long_ns / copy_ns, long_ns / axpb_ns);
         bench_free(&s);
     }
 
@@ -249,6 +276,7 @@ int main(int argc, char **argv)
     printf("\n(checksum %.6g)\n", checksum);
     free(out);
     free(along);
+    free(ashuffled);
     free(aout);
     return 0;
 }
