@@ -1291,13 +1291,13 @@ cdef Store _create_default():
         pass
     # A process that had this pid before us died and left its store: it
     # is ours to replace.  A live creator's store is never touched.
-    for entry in list_stores():
-        if entry["name"] == name and not entry["creator_alive"]:
-            try:
-                Store.attach(name).unlink()
-            except (StoreError, OSError):
-                pass
-            return Store.create(name)
+    entry = _probe(name)
+    if entry is not None and not entry["creator_alive"]:
+        try:
+            Store.attach(name).unlink()
+        except (StoreError, OSError):
+            pass
+        return Store.create(name)
     raise FileExistsError(f"a segment named {name} exists and its creator "
                           f"is alive; remove it or use_store() another")
 
@@ -1358,27 +1358,29 @@ def process_alive(pid):
     return bool(tes_process_alive(pid))
 
 
+cdef dict _probe(str name):
+    """What the header of the segment called name says, read without
+    attaching: None if it is no tesenv store (or cannot be read)."""
+    cdef tes_probe probe
+    cdef tes_error err
+    bname = name.encode("utf-8", "surrogateescape")
+    if tes_store_check_name(bname, &err) != TES_OK or \
+            tes_store_probe(bname, &probe, &err) != TES_OK or \
+            not probe.is_store:
+        return None
+    return {"name": name, "size_bytes": probe.size_bytes,
+            "creator_pid": probe.creator_pid,
+            "creator_alive": bool(probe.creator_alive)}
+
+
 def list_stores():
     """Every tesenv segment on this machine: name, size, creator pid, and
     whether that creator is alive.  Linux only (it lists /dev/shm)."""
-    cdef tes_probe probe
-    cdef tes_error err
-    out = []
     try:
         names = sorted(os.listdir(SHM_DIR))
     except OSError:
-        return out
-    for name in names:
-        bname = name.encode("utf-8", "surrogateescape")
-        if tes_store_check_name(bname, &err) != TES_OK:
-            continue
-        if tes_store_probe(bname, &probe, &err) != TES_OK:
-            continue
-        if probe.is_store:
-            out.append({"name": name, "size_bytes": probe.size_bytes,
-                        "creator_pid": probe.creator_pid,
-                        "creator_alive": bool(probe.creator_alive)})
-    return out
+        return []
+    return [e for e in map(_probe, names) if e is not None]
 
 
 def remove_orphaned_stores():
