@@ -26,7 +26,7 @@ from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memset, strlen
 
 from tesenv.frozen import FrozenDict, FrozenList
 
@@ -89,7 +89,8 @@ _ERRORS = {
 
 cdef int _raise(const tes_error *err) except -1:
     cls = _ERRORS.get(err.code, StoreError)
-    message = err.message.decode("utf-8", "replace")
+    message = PyUnicode_DecodeUTF8(err.message, strlen(err.message),
+                                   "replace")
     if cls is OSError:
         raise OSError(err.sys_errno, message)
     raise cls(message)
@@ -862,7 +863,6 @@ cdef class Store:
         The wait sleeps in the kernel; a key not yet published is polled
         every millisecond until it appears.
         """
-        cdef tes_error err
         cdef uint32_t slot
         cdef uint64_t version = 0
         cdef uint64_t after
